@@ -1,0 +1,45 @@
+# The two commands of the README: `make run` and `make test`. Both set up PostgreSQL first
+# (scripts/db-setup.sh) unless DATABASE_URL is already set, in which case that database is used.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+BIN := target/release/house-price-api
+# Resolves DATABASE_URL: the caller's, or the local one db-setup.sh creates.
+WITH_DB = export DATABASE_URL="$${DATABASE_URL:-$$(scripts/db-setup.sh)}";
+
+.PHONY: help run test db migrate build lint fmt train schema bench
+
+help: ## List targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+run: ## Set up PostgreSQL, migrate, serve on 127.0.0.1:8000 (GraphiQL at /graphql)
+	$(CARGO) build --release --locked
+	$(WITH_DB) $(BIN) migrate && exec $(BIN) serve
+
+test: ## Set up PostgreSQL, then fmt check, clippy -D warnings, all tests
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(WITH_DB) if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --locked --all-targets --no-fail-fast; \
+	else \
+	  $(CARGO) test --locked --all-targets --no-fail-fast; \
+	fi
+
+db: ## Only set up PostgreSQL (prints the DATABASE_URL)
+	@scripts/db-setup.sh
+
+migrate: ## Apply migrations
+	$(CARGO) build --release --locked
+	$(WITH_DB) $(BIN) migrate
+
+train: ## Retrain the models into models/ (byte-identical artifacts for the same data and seed)
+	$(CARGO) run --release --locked -- train
+
+schema: ## Regenerate schema.graphql from build_schema
+	$(CARGO) run --release --locked -- schema > schema.graphql
+
+bench: ## Load benchmark against a release server (see bench/README.md)
+	$(CARGO) build --release --locked
+	$(WITH_DB) bench/run.sh

@@ -1,0 +1,292 @@
+//! Typed configuration: every setting is a CLI flag and an environment variable with a documented
+//! default. This is the only module that reads the environment (through clap).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Defaults, shared by clap and the `Default` impls so tests use exactly what operators get.
+pub mod defaults {
+    /// Where the service listens.
+    pub const LISTEN_ADDR: &str = "127.0.0.1:8000";
+    /// Root of `<name>/<version>/` model directories.
+    pub const MODEL_DIR: &str = "models";
+    /// Model answering requests that do not choose one.
+    pub const DEFAULT_MODEL: &str = "baseline-linear";
+    /// Connections in the pool: the log writer holds one while it inserts, and history queries
+    /// share the rest. PostgreSQL's default max_connections is 100.
+    pub const POOL_SIZE: u32 = 10;
+    /// How long a query waits for a connection before the request fails with SERVICE_UNAVAILABLE.
+    pub const ACQUIRE_TIMEOUT_MS: u64 = 3_000;
+    /// Log rows waiting for the writer; when full, durable requests wait and async ones are refused.
+    pub const LOG_QUEUE_CAPACITY: usize = 10_000;
+    /// Most rows in one INSERT (one round trip and one commit).
+    pub const LOG_BATCH_SIZE: usize = 500;
+    /// How long the writer waits for more rows after the first one of a batch.
+    pub const LOG_FLUSH_INTERVAL_MS: u64 = 2;
+    /// Items in one `predictPrices` call.
+    pub const MAX_BATCH_SIZE: usize = 100;
+    /// `predictions(first:)` when not given.
+    pub const DEFAULT_PAGE_SIZE: usize = 20;
+    /// Largest accepted `predictions(first:)`.
+    pub const MAX_PAGE_SIZE: usize = 100;
+    /// Whole-request budget, parsing to answer.
+    pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+    /// Deepest accepted selection set.
+    pub const MAX_QUERY_DEPTH: usize = 10;
+    /// Largest accepted query complexity (one point per field).
+    pub const MAX_QUERY_COMPLEXITY: usize = 1_000;
+}
+
+/// `house-price-api`: serve house-price predictions over GraphQL, train the model, migrate the log.
+#[derive(Debug, Parser)]
+#[command(name = "house-price-api", version, about)]
+pub struct Cli {
+    /// Logging options (all subcommands).
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the GraphQL API (and the seed-compatible REST route).
+    Serve(ServeConfig),
+    /// Train the models on the Ames data and write them to the model directory.
+    Train(TrainConfig),
+    /// Apply pending database migrations.
+    Migrate(DatabaseConfig),
+    /// Print the GraphQL schema (SDL) the server serves.
+    Schema,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryConfig {
+    /// `pretty` for humans, `json` for log shippers. Filter with RUST_LOG (default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// PostgreSQL connection.
+#[derive(Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL, e.g. `postgres://user:pass@127.0.0.1:5432/db`. Secret: never logged.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Maximum pool connections.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = defaults::POOL_SIZE)]
+    pub pool_size: u32,
+    /// Milliseconds to wait for a pooled connection.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = defaults::ACQUIRE_TIMEOUT_MS)]
+    pub acquire_timeout_ms: u64,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("database_url", &"<redacted>")
+            .field("pool_size", &self.pool_size)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .finish()
+    }
+}
+
+/// `serve` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Database connection.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "LISTEN_ADDR", default_value = defaults::LISTEN_ADDR)]
+    pub listen_addr: SocketAddr,
+    /// Everything but the database and the socket.
+    #[command(flatten)]
+    pub app: AppConfig,
+}
+
+/// Service settings independent of the database and socket (what tests vary).
+#[derive(Debug, Clone, Args)]
+pub struct AppConfig {
+    /// Root directory of `<name>/<version>/{card.json,model.postcard}`.
+    #[arg(long, env = "MODEL_DIR", default_value = defaults::MODEL_DIR)]
+    pub model_dir: PathBuf,
+    /// `name` (highest version) or `name@version` of the model used by default.
+    #[arg(long, env = "DEFAULT_MODEL", default_value = defaults::DEFAULT_MODEL)]
+    pub default_model: String,
+    /// Origins allowed to call the API from a browser (comma-separated, `*` for any). Empty: no CORS headers.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
+    pub cors_allowed_origins: Vec<String>,
+    /// Request-log writer.
+    #[command(flatten)]
+    pub log: LogWriterConfig,
+    /// Request limits.
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+}
+
+impl AppConfig {
+    /// Defaults with another model directory (tests point it at the crate's `models/`).
+    pub fn with_model_dir(model_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            model_dir: model_dir.into(),
+            default_model: defaults::DEFAULT_MODEL.to_owned(),
+            cors_allowed_origins: Vec::new(),
+            log: LogWriterConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// When a request may be answered relative to its log row's commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogMode {
+    /// Answer only after the batch holding the row has committed (group commit). An OK answer
+    /// means the row is durable; if the database is down, requests fail with SERVICE_UNAVAILABLE.
+    Durable,
+    /// Answer once the row is queued. Faster, but rows still queued when the process dies are lost;
+    /// a full queue refuses requests with SERVICE_UNAVAILABLE rather than dropping rows.
+    Async,
+}
+
+/// Request-log writer settings.
+#[derive(Debug, Clone, Args)]
+pub struct LogWriterConfig {
+    /// `durable` (default) or `async`; see README "Durability".
+    #[arg(long, env = "LOG_MODE", value_enum, default_value_t = LogMode::Durable)]
+    pub log_mode: LogMode,
+    /// Capacity of the queue in front of the writer (rows).
+    #[arg(long, env = "LOG_QUEUE_CAPACITY", default_value_t = defaults::LOG_QUEUE_CAPACITY)]
+    pub log_queue_capacity: usize,
+    /// Most rows per INSERT.
+    #[arg(long, env = "LOG_BATCH_SIZE", default_value_t = defaults::LOG_BATCH_SIZE)]
+    pub log_batch_size: usize,
+    /// Milliseconds the writer waits to fill a batch after its first row.
+    #[arg(long, env = "LOG_FLUSH_INTERVAL_MS", default_value_t = defaults::LOG_FLUSH_INTERVAL_MS)]
+    pub log_flush_interval_ms: u64,
+}
+
+impl Default for LogWriterConfig {
+    fn default() -> Self {
+        Self {
+            log_mode: LogMode::Durable,
+            log_queue_capacity: defaults::LOG_QUEUE_CAPACITY,
+            log_batch_size: defaults::LOG_BATCH_SIZE,
+            log_flush_interval_ms: defaults::LOG_FLUSH_INTERVAL_MS,
+        }
+    }
+}
+
+impl LogWriterConfig {
+    /// [`Self::log_flush_interval_ms`] as a duration.
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.log_flush_interval_ms)
+    }
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Args)]
+pub struct LimitsConfig {
+    /// Most items in one `predictPrices` call.
+    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = defaults::MAX_BATCH_SIZE)]
+    pub max_batch_size: usize,
+    /// `predictions(first:)` when omitted.
+    #[arg(long, env = "DEFAULT_PAGE_SIZE", default_value_t = defaults::DEFAULT_PAGE_SIZE)]
+    pub default_page_size: usize,
+    /// Largest accepted `predictions(first:)`.
+    #[arg(long, env = "MAX_PAGE_SIZE", default_value_t = defaults::MAX_PAGE_SIZE)]
+    pub max_page_size: usize,
+    /// Milliseconds a request may take before it fails with REQUEST_TIMEOUT.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = defaults::REQUEST_TIMEOUT_MS)]
+    pub request_timeout_ms: u64,
+    /// Deepest accepted GraphQL selection.
+    #[arg(long, env = "MAX_QUERY_DEPTH", default_value_t = defaults::MAX_QUERY_DEPTH)]
+    pub max_query_depth: usize,
+    /// Largest accepted GraphQL query complexity.
+    #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = defaults::MAX_QUERY_COMPLEXITY)]
+    pub max_query_complexity: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_size: defaults::MAX_BATCH_SIZE,
+            default_page_size: defaults::DEFAULT_PAGE_SIZE,
+            max_page_size: defaults::MAX_PAGE_SIZE,
+            request_timeout_ms: defaults::REQUEST_TIMEOUT_MS,
+            max_query_depth: defaults::MAX_QUERY_DEPTH,
+            max_query_complexity: defaults::MAX_QUERY_COMPLEXITY,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// [`Self::request_timeout_ms`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// `train` settings.
+#[derive(Debug, Clone, Args)]
+pub struct TrainConfig {
+    /// Ames CSV to train on.
+    #[arg(long, env = "TRAIN_DATA", default_value = "data/ames_housing.csv")]
+    pub data: PathBuf,
+    /// Root directory the versions are written under.
+    #[arg(long, env = "MODEL_DIR", default_value = defaults::MODEL_DIR)]
+    pub out_dir: PathBuf,
+    /// Seed of the holdout shuffle; every model uses it so metrics compare.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Fraction of rows held out for metrics.
+    #[arg(long, default_value_t = 0.2)]
+    pub holdout_fraction: f64,
+    /// RFC 3339 time to stamp the cards with (default: now); set it to reproduce a card exactly.
+    #[arg(long)]
+    pub trained_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults_match_the_documented_constants() {
+        let cli = Cli::try_parse_from(["house-price-api", "serve", "--database-url", "postgres://x"]).unwrap();
+        let Command::Serve(serve) = cli.command else { panic!("expected serve") };
+        assert_eq!(serve.listen_addr.to_string(), defaults::LISTEN_ADDR);
+        assert_eq!(serve.app.log.log_mode, LogMode::Durable);
+        assert_eq!(serve.app.limits.max_page_size, LimitsConfig::default().max_page_size);
+        assert!(serve.app.cors_allowed_origins.iter().all(String::is_empty));
+    }
+
+    #[test]
+    fn the_database_url_is_not_printed() {
+        let cli =
+            Cli::try_parse_from(["house-price-api", "migrate", "--database-url", "postgres://u:hunter2@h/db"]).unwrap();
+        assert!(!format!("{cli:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,43 @@
+//! PostgreSQL: pool, embedded migrations and the migration check.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::DatabaseConfig;
+
+/// The migrations in `migrations/`, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Connects the pool, failing fast with an actionable message.
+pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(config.pool_size)
+        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+        .connect(&config.database_url)
+        .await
+        .context("cannot connect to PostgreSQL; check DATABASE_URL and that the server runs (`make db` sets it up)")
+}
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.context("migrating the database failed")
+}
+
+/// Versions of embedded migrations that are not (successfully) applied.
+pub async fn pending_migrations(pool: &PgPool) -> anyhow::Result<Vec<i64>> {
+    let applied: Vec<i64> =
+        match sqlx::query_scalar("select version from _sqlx_migrations where success").fetch_all(pool).await {
+            Ok(applied) => applied,
+            // undefined_table: nothing was ever migrated.
+            Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42P01") => Vec::new(),
+            Err(err) => return Err(err).context("reading _sqlx_migrations failed"),
+        };
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        .map(|m| m.version)
+        .collect())
+}

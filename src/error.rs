@@ -1,0 +1,162 @@
+//! `AppError`: the one error type of the API layer, and its mapping to GraphQL error codes.
+//!
+//! Each variant's doc says what the client sees. Server faults (`Internal`, and the cause behind
+//! `Unavailable`) are logged here with their full cause chain and never sent: the client gets a
+//! generic message and the request id to quote.
+
+use async_graphql::ErrorExtensions;
+
+/// Stable error codes, put in `extensions.code` (Apollo conventions) and listed in README.
+pub mod codes {
+    /// Invalid argument value; `extensions.field` names it.
+    pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    /// The requested object does not exist.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// Query rejected before execution (syntax, unknown field, depth or complexity limit).
+    pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+    /// The request exceeded `REQUEST_TIMEOUT_MS`.
+    pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
+    /// A dependency (the request log in PostgreSQL) is unreachable; retry later.
+    pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
+    /// A bug or unexpected fault; details are in the server log under the request id.
+    pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+}
+
+/// Errors a request can end with.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// `BAD_USER_INPUT` with `extensions.field` = the argument path (e.g. `input.squareFeet`).
+    #[error("{field}: {message}")]
+    InvalidInput {
+        /// Path of the offending argument.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// `NOT_FOUND`: the message names what was looked up.
+    #[error("{0}")]
+    NotFound(String),
+    /// `SERVICE_UNAVAILABLE`: the request log could not commit (or read) rows. The message is generic;
+    /// the cause is logged.
+    #[error("the prediction log is unavailable, the request was not recorded; retry later")]
+    Unavailable(#[source] anyhow::Error),
+    /// `REQUEST_TIMEOUT`.
+    #[error("the request took longer than {0} ms")]
+    Timeout(u64),
+    /// `INTERNAL_SERVER_ERROR`: generic message; the cause chain is logged.
+    #[error("internal server error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AppError {
+    /// A `BAD_USER_INPUT` error for `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidInput { field: field.into(), message: message.into() }
+    }
+
+    /// The `extensions.code` of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidInput { .. } => codes::BAD_USER_INPUT,
+            Self::NotFound(_) => codes::NOT_FOUND,
+            Self::Unavailable(_) => codes::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => codes::REQUEST_TIMEOUT,
+            Self::Internal(_) => codes::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The offending field, for input errors.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::InvalidInput { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// Logs server-side faults with their cause chain (`{:#}` prints every `source()`).
+    fn log_if_fault(&self) {
+        match self {
+            Self::Unavailable(cause) => tracing::warn!(error = %format!("{cause:#}"), "request log unavailable"),
+            Self::Internal(cause) => tracing::error!(error = %format!("{cause:#}"), "internal error"),
+            _ => {}
+        }
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    /// Connection-level failures mean the database is unreachable (`SERVICE_UNAVAILABLE`);
+    /// anything else is a bug or schema mismatch (`INTERNAL_SERVER_ERROR`).
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                Self::Unavailable(err.into())
+            }
+            other => Self::Internal(anyhow::Error::new(other).context("database query failed")),
+        }
+    }
+}
+
+impl ErrorExtensions for AppError {
+    fn extend(&self) -> async_graphql::Error {
+        self.log_if_fault();
+        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
+            ext.set("code", self.code());
+            if let Some(field) = self.field() {
+                ext.set("field", field);
+            }
+        })
+    }
+}
+
+// Deliberately no `From<AppError> for async_graphql::Error`: async-graphql's blanket
+// `From<T: Display>` would make `?` compile and silently drop the code. Resolvers call
+// `.extend()` (see `graphql::query::resolve`).
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extensions(err: AppError) -> (String, serde_json::Value) {
+        let gql = err.extend();
+        let ext = serde_json::to_value(gql.extensions.expect("extensions are set")).unwrap();
+        (gql.message, ext)
+    }
+
+    #[test]
+    fn invalid_input_maps_to_bad_user_input_with_field() {
+        let (message, ext) = extensions(AppError::invalid("input.bedrooms", "must be between 0 and 50, got -1"));
+        assert_eq!(ext["code"], "BAD_USER_INPUT");
+        assert_eq!(ext["field"], "input.bedrooms");
+        assert!(message.contains("got -1"));
+    }
+
+    #[test]
+    fn not_found_maps_to_not_found() {
+        assert_eq!(extensions(AppError::NotFound("no prediction x".into())).1["code"], "NOT_FOUND");
+    }
+
+    #[test]
+    fn timeout_maps_to_request_timeout() {
+        assert_eq!(extensions(AppError::Timeout(5)).1["code"], "REQUEST_TIMEOUT");
+    }
+
+    #[test]
+    fn unavailable_hides_its_cause() {
+        let (message, ext) = extensions(AppError::Unavailable(anyhow::anyhow!("connection refused to 10.0.0.1:5432")));
+        assert_eq!(ext["code"], "SERVICE_UNAVAILABLE");
+        assert!(!message.contains("10.0.0.1"), "{message}");
+    }
+
+    #[test]
+    fn internal_hides_sql_and_causes() {
+        let err = AppError::from(sqlx::Error::Protocol("SELECT secret FROM t".into()));
+        let (message, ext) = extensions(err);
+        assert_eq!(ext["code"], "INTERNAL_SERVER_ERROR");
+        assert_eq!(message, "internal server error");
+    }
+
+    #[test]
+    fn pool_timeouts_are_unavailability_not_bugs() {
+        assert_eq!(AppError::from(sqlx::Error::PoolTimedOut).code(), "SERVICE_UNAVAILABLE");
+    }
+}

@@ -1,0 +1,193 @@
+//! Query root: predictions, prediction history, model metadata.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ErrorExtensions, ID, Object};
+use uuid::Uuid;
+
+use super::types::{
+    BatchPredictionItem, HouseInput, ModelInfo, PageInfo, Prediction, PredictionConnection, PredictionEdge,
+    PredictionFilter, PredictionRecord,
+};
+use crate::error::AppError;
+use crate::log::{Cursor, HistoryFilter, store};
+use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta};
+
+/// Read operations. `predictPrice`/`predictPrices` are queries (they do not change the model) but
+/// each call is recorded in the prediction log.
+pub struct QueryRoot;
+
+/// Runs a resolver body and turns its `AppError` into a GraphQL error with `extensions.code`.
+async fn resolve<T>(body: impl Future<Output = Result<T, AppError>>) -> async_graphql::Result<T> {
+    body.await.map_err(|err| err.extend())
+}
+
+/// Request data the HTTP layer attaches to every operation.
+pub(crate) fn data<'a, T: Send + Sync + 'static>(ctx: &Context<'a>) -> Result<&'a T, AppError> {
+    ctx.data::<T>().map_err(|e| AppError::Internal(anyhow::anyhow!("missing request data: {}", e.message)))
+}
+
+fn state<'a>(ctx: &Context<'a>) -> Result<(&'a AppState, &'a RequestMeta), AppError> {
+    Ok((data::<AppState>(ctx)?, data::<RequestMeta>(ctx)?))
+}
+
+fn item(path: ItemPath, input: HouseInput) -> PredictionItem {
+    PredictionItem {
+        path,
+        features: Ok(input.into()),
+        raw_input: serde_json::to_value(input).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+#[Object]
+impl QueryRoot {
+    /// Prices one house with the default model. Invalid input fails with `BAD_USER_INPUT`
+    /// (`extensions.field` names the field) and is logged as rejected.
+    async fn predict_price(&self, ctx: &Context<'_>, input: HouseInput) -> async_graphql::Result<Prediction> {
+        resolve(async {
+            let (state, meta) = state(ctx)?;
+            let mut outcomes = state.predict(meta, vec![item(ItemPath::Single, input)]).await?;
+            let outcome = outcomes
+                .pop()
+                .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no outcome for a single prediction")))?;
+            Prediction::from_record(&outcome?)
+        })
+        .await
+    }
+
+    /// Prices up to `MAX_BATCH_SIZE` houses. Each item succeeds or fails on its own; all items share
+    /// the request id and are logged in one batch.
+    async fn predict_prices(
+        &self,
+        ctx: &Context<'_>,
+        inputs: Vec<HouseInput>,
+    ) -> async_graphql::Result<Vec<BatchPredictionItem>> {
+        resolve(async {
+            let (state, meta) = state(ctx)?;
+            let max = state.config.limits.max_batch_size;
+            if inputs.is_empty() || inputs.len() > max {
+                let error =
+                    AppError::invalid("inputs", format!("must hold between 1 and {max} items, got {}", inputs.len()));
+                let raw = serde_json::json!({ "batchSize": inputs.len() });
+                return Err(state.reject(meta, error, raw).await);
+            }
+            let items = inputs.into_iter().enumerate().map(|(i, input)| item(ItemPath::Batch(i), input)).collect();
+            let outcomes = state.predict(meta, items).await?;
+            outcomes
+                .into_iter()
+                .enumerate()
+                .map(|(index, outcome)| {
+                    let index = i32::try_from(index).unwrap_or(i32::MAX);
+                    Ok(match outcome {
+                        Ok(record) => BatchPredictionItem {
+                            index,
+                            prediction: Some(Prediction::from_record(&record)?),
+                            error: None,
+                        },
+                        Err(err) => BatchPredictionItem { index, prediction: None, error: Some((&err).into()) },
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// The prediction log, newest first, as a Relay connection (keyset-paginated on
+    /// `(createdAt, id)`). `first` defaults to `DEFAULT_PAGE_SIZE` and may not exceed `MAX_PAGE_SIZE`.
+    async fn predictions(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<PredictionFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<PredictionConnection> {
+        resolve(async {
+            let state = data::<AppState>(ctx)?;
+            let limits = &state.config.limits;
+            let first = match first {
+                None => limits.default_page_size,
+                Some(n) if n >= 1 && (n as usize) <= limits.max_page_size => n as usize,
+                Some(n) => {
+                    return Err(AppError::invalid(
+                        "first",
+                        format!("must be between 1 and {}, got {n}", limits.max_page_size),
+                    ));
+                }
+            };
+            let after = match after {
+                None => None,
+                Some(s) => Some(
+                    Cursor::decode(&s).ok_or_else(|| AppError::invalid("after", "is not a cursor from this API"))?,
+                ),
+            };
+            let filter = history_filter(filter.unwrap_or_default())?;
+            let mut rows = store::list(&state.pool, &filter, after, first + 1).await?;
+            let has_next_page = rows.len() > first;
+            rows.truncate(first);
+            let edges: Vec<PredictionEdge> = rows
+                .iter()
+                .map(|row| PredictionEdge { cursor: Cursor::after(row).encode(), node: row.into() })
+                .collect();
+            Ok(PredictionConnection {
+                page_info: PageInfo {
+                    has_next_page,
+                    has_previous_page: false,
+                    start_cursor: edges.first().map(|e| e.cursor.clone()),
+                    end_cursor: edges.last().map(|e| e.cursor.clone()),
+                },
+                nodes: edges.iter().map(|e| e.node.clone()).collect(),
+                edges,
+            })
+        })
+        .await
+    }
+
+    /// One log row by id; `NOT_FOUND` if there is none.
+    async fn prediction(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PredictionRecord> {
+        resolve(async {
+            let state = data::<AppState>(ctx)?;
+            let uuid = Uuid::parse_str(&id).map_err(|_| AppError::invalid("id", "is not a prediction id (UUID)"))?;
+            let row = store::find(&state.pool, uuid).await?;
+            row.map(|r| (&r).into()).ok_or_else(|| AppError::NotFound(format!("no prediction with id {uuid}")))
+        })
+        .await
+    }
+
+    /// The model that answers requests by default.
+    async fn model(&self, ctx: &Context<'_>) -> async_graphql::Result<ModelInfo> {
+        resolve(async { Ok(ModelInfo::new(data::<AppState>(ctx)?.models.default_model(), true)) }).await
+    }
+
+    /// Every loaded model version.
+    async fn models(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ModelInfo>> {
+        resolve(async {
+            let models = &data::<AppState>(ctx)?.models;
+            let default = models.default_model();
+            Ok(models.models().iter().map(|m| ModelInfo::new(m, Arc::ptr_eq(m, default))).collect())
+        })
+        .await
+    }
+}
+
+fn history_filter(f: PredictionFilter) -> Result<HistoryFilter, AppError> {
+    if let (Some(from), Some(to)) = (f.from, f.to)
+        && from > to
+    {
+        return Err(AppError::invalid("filter.to", "must not be before filter.from"));
+    }
+    if let (Some(min), Some(max)) = (f.min_price, f.max_price)
+        && min > max
+    {
+        return Err(AppError::invalid("filter.maxPrice", "must not be below filter.minPrice"));
+    }
+    Ok(HistoryFilter {
+        from: f.from,
+        to: f.to,
+        model_name: f.model_name,
+        model_version: f.model_version,
+        status: f.status,
+        min_price: f.min_price,
+        max_price: f.max_price,
+        request_id: f.request_id,
+    })
+}

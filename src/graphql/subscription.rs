@@ -1,0 +1,41 @@
+//! Subscription root: committed log rows, pushed over `/ws`.
+
+use async_graphql::{Context, ErrorExtensions, Subscription};
+use futures_util::{Stream, StreamExt};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::query::data;
+use super::types::PredictionRecord;
+use crate::log::PredictionStatus;
+use crate::service::AppState;
+
+/// Live events.
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Every prediction-log row, pushed after its batch has committed (optionally only one status).
+    /// A subscriber that falls more than 4,096 rows behind skips ahead (the skipped rows are in the log).
+    async fn prediction_logged(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<PredictionStatus>,
+    ) -> async_graphql::Result<impl Stream<Item = PredictionRecord> + use<>> {
+        let state = data::<AppState>(ctx).map_err(|e| e.extend())?;
+        let shutdown = state.shutdown.clone().cancelled_owned();
+        let stream = BroadcastStream::new(state.log.subscribe())
+            .filter_map(move |event| async move {
+                match event {
+                    Ok(record) if status.is_none_or(|s| s == record.status) => Some(PredictionRecord::from(&*record)),
+                    Ok(_) => None,
+                    Err(BroadcastStreamRecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "predictionLogged subscriber lagged");
+                        None
+                    }
+                }
+            })
+            .take_until(shutdown);
+        Ok(stream)
+    }
+}

@@ -1,0 +1,250 @@
+//! The HTTP surface: one router for GraphQL, GraphiQL, subscriptions, health, metrics and the
+//! seed-compatible REST route, with request ids, tracing and CORS.
+
+use std::time::Duration;
+
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::{BatchResponse, ErrorExtensions, Response as GqlResponse, ServerError};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use axum::body::Bytes;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::AppError;
+use crate::graphql::AppSchema;
+use crate::model::{Feature, HouseFeatures};
+use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta, Route};
+use crate::{db, telemetry};
+
+/// Router state: the schema plus the application state injected into each GraphQL request.
+#[derive(Clone)]
+struct HttpState {
+    schema: AppSchema,
+    app: AppState,
+}
+
+/// Builds the service's router. `main`, every test and nothing else call this.
+pub fn app(schema: AppSchema, state: AppState) -> Router {
+    let cors = cors_layer(&state.config.cors_allowed_origins);
+    let http_state = HttpState { schema, app: state };
+    let router = Router::new()
+        .route("/graphql", get(graphiql).post(graphql))
+        .route("/ws", get(graphql_ws))
+        .route("/prever_precos/", post(prever_precos))
+        .route("/prever_precos", post(prever_precos))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(http_state);
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    // Outermost first: the id is set before the span is made, so the span and the handler see it,
+    // and copied to the response last.
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                tracing::info_span!(
+                    "http",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    request_id = %header_str(req.headers(), "x-request-id").unwrap_or_default(),
+                )
+            }))
+            .layer(PropagateRequestIdLayer::x_request_id()),
+    )
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<&str> = origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()).collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::CONTENT_TYPE, header::HeaderName::from_static("x-request-id")])
+            .expose_headers([header::HeaderName::from_static("x-request-id")]),
+    )
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn request_meta(headers: &HeaderMap, route: Route) -> RequestMeta {
+    // SetRequestIdLayer guarantees the header; the fallback only guards a misconfigured router.
+    let request_id =
+        header_str(headers, "x-request-id").map(str::to_owned).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let client = header_str(headers, header::USER_AGENT.as_str()).map(str::to_owned);
+    RequestMeta::new(request_id, route, client)
+}
+
+async fn graphiql() -> impl IntoResponse {
+    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/ws").title("house-price-api").finish())
+}
+
+async fn graphql(State(s): State<HttpState>, headers: HeaderMap, request: GraphQLBatchRequest) -> GraphQLResponse {
+    let meta = request_meta(&headers, Route::Graphql);
+    let timeout = s.app.config.limits.request_timeout();
+    let batch = request.into_inner();
+    let batch = match batch {
+        async_graphql::BatchRequest::Single(req) => {
+            let mut meta = meta.clone();
+            meta.operation = req.operation_name.clone();
+            async_graphql::BatchRequest::Single(req.data(s.app.clone()).data(meta))
+        }
+        async_graphql::BatchRequest::Batch(reqs) => async_graphql::BatchRequest::Batch(
+            reqs.into_iter()
+                .map(|req| {
+                    let mut meta = meta.clone();
+                    meta.operation = req.operation_name.clone();
+                    req.data(s.app.clone()).data(meta)
+                })
+                .collect(),
+        ),
+    };
+    match tokio::time::timeout(timeout, s.schema.execute_batch(batch)).await {
+        Ok(response) => response.into(),
+        Err(_) => {
+            let err = AppError::Timeout(timeout.as_millis() as u64).extend();
+            let mut server_error = ServerError::new(err.message, None);
+            server_error.extensions = err.extensions;
+            if let Some(ext) = server_error.extensions.as_mut() {
+                ext.set("requestId", meta.request_id.as_str());
+            }
+            BatchResponse::Single(GqlResponse::from_errors(vec![server_error])).into()
+        }
+    }
+}
+
+async fn graphql_ws(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let meta = request_meta(&headers, Route::Graphql);
+    let mut data = async_graphql::Data::default();
+    data.insert(s.app.clone());
+    data.insert(meta);
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| GraphQLWebSocket::new(stream, s.schema, protocol).with_data(data).serve())
+}
+
+/// `POST /prever_precos/`: the seed service's contract, `{"square_feet", "num_bedrooms",
+/// "num_bathrooms"}` → `{"previsao": [price]}`, with FastAPI-shaped 422 errors.
+async fn prever_precos(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let meta = request_meta(&headers, Route::RestPreverPrecos);
+    let timeout = s.app.config.limits.request_timeout();
+    let work = async {
+        let (features, raw_input) = match serde_json::from_slice::<Value>(&body) {
+            Ok(value) => (parse_seed_body(&value), value),
+            Err(err) => (
+                Err(AppError::invalid("body", format!("is not valid JSON: {err}"))),
+                json!({ "unparsed": String::from_utf8_lossy(&body.slice(..body.len().min(4096))) }),
+            ),
+        };
+        let item = PredictionItem { path: ItemPath::Single, features, raw_input };
+        s.app.predict(&meta, vec![item]).await
+    };
+    let outcome = match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(mut outcomes)) => {
+            outcomes.pop().unwrap_or_else(|| Err(AppError::Internal(anyhow::anyhow!("no outcome"))))
+        }
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(AppError::Timeout(timeout.as_millis() as u64)),
+    };
+    match outcome {
+        Ok(record) => Json(json!({ "previsao": [record.price] })).into_response(),
+        Err(err) => rest_error(err),
+    }
+}
+
+/// Reads the seed body like pydantic does: numbers for the floats, integral numbers for the int,
+/// every field required. Errors name the field as the seed did.
+fn parse_seed_body(body: &Value) -> Result<HouseFeatures, AppError> {
+    let Some(obj) = body.as_object() else {
+        return Err(AppError::invalid("body", "must be a JSON object"));
+    };
+    let number = |feature: Feature| -> Result<f64, AppError> {
+        let name = feature.rest_name();
+        match obj.get(name) {
+            None | Some(Value::Null) => Err(AppError::invalid(name, "field required")),
+            Some(v) => v.as_f64().ok_or_else(|| AppError::invalid(name, "must be a number")),
+        }
+    };
+    let bedrooms = number(Feature::Bedrooms)?;
+    if bedrooms.fract() != 0.0 || bedrooms.abs() > 1e15 {
+        return Err(AppError::invalid(Feature::Bedrooms.rest_name(), "must be a whole number"));
+    }
+    Ok(HouseFeatures {
+        square_feet: number(Feature::SquareFeet)?,
+        bedrooms: bedrooms as i64,
+        bathrooms: number(Feature::Bathrooms)?,
+    })
+}
+
+fn rest_error(err: AppError) -> Response {
+    let code = err.code();
+    let (status, detail) = match &err {
+        AppError::InvalidInput { field, message } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!([{ "loc": ["body", field], "msg": message, "type": "value_error" }]),
+        ),
+        AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, json!(err.to_string())),
+        AppError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, json!(err.to_string())),
+        AppError::NotFound(_) => (StatusCode::NOT_FOUND, json!(err.to_string())),
+        AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, json!(err.to_string())),
+    };
+    // Log server faults with their cause chain, exactly as for GraphQL.
+    let _ = err.extend();
+    (status, Json(json!({ "detail": detail, "code": code }))).into_response()
+}
+
+async fn live() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready when the database answers, every embedded migration is applied and a model is loaded.
+async fn ready(State(s): State<HttpState>) -> Response {
+    let check = tokio::time::timeout(Duration::from_secs(2), db::pending_migrations(&s.app.pool)).await;
+    let (database, migrations) = match check {
+        Ok(Ok(pending)) if pending.is_empty() => ("ok".to_owned(), "ok".to_owned()),
+        Ok(Ok(pending)) => ("ok".to_owned(), format!("pending: {pending:?}")),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %format!("{err:#}"), "readiness: database check failed");
+            ("unreachable".to_owned(), "unknown".to_owned())
+        }
+        Err(_) => ("timeout".to_owned(), "unknown".to_owned()),
+    };
+    let model = s.app.models.default_model().id();
+    let ok = database == "ok" && migrations == "ok";
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "checks": { "database": database, "migrations": migrations, "model": model },
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn metrics() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], telemetry::metrics_handle().render())
+}

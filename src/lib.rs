@@ -1,0 +1,180 @@
+//! # house-price-api
+//!
+//! A GraphQL service that prices houses with a model trained on the Ames, Iowa sales and writes
+//! every request, accepted or rejected, to PostgreSQL for monitoring.
+//!
+//! # Layout
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`config`] | the typed configuration (clap flags + env vars, documented defaults) |
+//! | [`error`] | `AppError` and the stable GraphQL error codes |
+//! | [`model`] | input features and validation, artifacts + checksums, model cards, registry, training |
+//! | [`log`] | the request log: row type, SQL, and the batching group-commit writer |
+//! | [`service`] | `AppState` and the prediction use case shared by GraphQL and REST |
+//! | [`graphql`] | `build_schema`, query/subscription roots, types, error-code extension |
+//! | [`http`] | `app()`: the router (GraphQL, GraphiQL, `/ws`, health, metrics, REST compat route) |
+//! | [`db`] | pool, embedded migrations, migration check |
+//! | [`telemetry`] | tracing subscriber and Prometheus recorder |
+//!
+//! [`Application`] ties them together: `main`, the tests and the benchmarks all start the server
+//! through it, so there is one way to assemble the service.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod log;
+pub mod model;
+pub mod service;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use graphql::{AppSchema, build_schema};
+pub use http::app;
+
+use config::{AppConfig, Cli, Command};
+use log::LogWriter;
+use model::ModelRegistry;
+use service::AppState;
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    schema: AppSchema,
+}
+
+impl Application {
+    /// Loads the models (refusing to start on a missing or corrupt artifact), starts the log writer
+    /// and binds `listen_addr` (port 0 picks a free port, as the tests do).
+    pub async fn build(config: AppConfig, pool: PgPool, listen_addr: SocketAddr) -> anyhow::Result<Self> {
+        let models = ModelRegistry::load(&config.model_dir, &config.default_model)
+            .with_context(|| format!("cannot load the models in {}", config.model_dir.display()))?;
+        for m in models.models() {
+            tracing::info!(model = %m.id(), sha256 = %m.card.artifact.sha256, r2 = m.card.metrics.r2, "model loaded");
+        }
+        let listener =
+            TcpListener::bind(listen_addr).await.with_context(|| format!("cannot listen on {listen_addr}"))?;
+        let _ = telemetry::metrics_handle();
+        let log = LogWriter::spawn(pool.clone(), &config.log);
+        let schema = build_schema(&config.limits);
+        let state = AppState {
+            pool,
+            models: Arc::new(models),
+            log,
+            config: Arc::new(config),
+            shutdown: CancellationToken::new(),
+        };
+        Ok(Self { listener, state, schema })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// The shared state (tests use it to reach the loaded model and the writer).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting connections, finishes in-flight
+    /// requests, ends subscriptions, and drains the log writer before returning.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let addr = self.local_addr()?;
+        let stopping = self.state.shutdown.clone();
+        let router = app(self.schema, self.state.clone());
+        tracing::info!(%addr, "listening (GraphiQL at http://{addr}/graphql)");
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                stopping.cancel();
+            })
+            .await
+            .context("HTTP server failed")?;
+        self.state.log.shutdown().await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Runs a parsed command line (what `main` does after installing telemetry).
+pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(config) => {
+            let pool = db::connect(&config.database).await?;
+            let pending = db::pending_migrations(&pool).await?;
+            if !pending.is_empty() {
+                anyhow::bail!("the database has pending migrations {pending:?}; run `house-price-api migrate` first");
+            }
+            Application::build(config.app, pool, config.listen_addr).await?.run_until(shutdown_signal()).await
+        }
+        Command::Migrate(config) => {
+            let pool = db::connect(&config).await?;
+            db::migrate(&pool).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Train(config) => {
+            let cards = model::train::train(&model::train::TrainOptions {
+                data: config.data,
+                out_dir: config.out_dir,
+                seed: config.seed,
+                holdout_fraction: config.holdout_fraction,
+                trained_at: config.trained_at,
+            })?;
+            println!("{:<20} {:>8} {:>12} {:>12} {:>8} {:>8}", "model", "version", "MAE", "RMSE", "RMSLE", "R2");
+            for c in cards {
+                let m = c.metrics;
+                println!(
+                    "{:<20} {:>8} {:>12.0} {:>12.0} {:>8.4} {:>8.4}",
+                    c.name, c.version, m.mae, m.rmse, m.rmsle, m.r2
+                );
+            }
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", build_schema(&config::LimitsConfig::default()).sdl());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! SQL over `prediction_log`: the batched insert and the history reads.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::record::{LogRecord, PredictionStatus};
+
+/// Inserts all rows in one statement (one round trip, one commit), by unnesting one array per column.
+/// Unlike a multi-row VALUES list, the statement text does not depend on the row count, so it is
+/// prepared once, and it has no 65,535-parameter ceiling.
+pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()> {
+    macro_rules! column {
+        ($field:ident) => {
+            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
+        };
+    }
+    sqlx::query(
+        "insert into prediction_log (
+             id, request_id, item_index, created_at, route, operation, client, status,
+             error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
+             raw_input, price, model_name, model_version, latency_us)
+         select * from unnest(
+             $1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
+             $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::int4[],
+             $14::float8[], $15::jsonb[], $16::float8[], $17::text[], $18::text[], $19::int8[])",
+    )
+    .bind(column!(id))
+    .bind(column!(request_id))
+    .bind(column!(item_index))
+    .bind(column!(created_at))
+    .bind(column!(route))
+    .bind(column!(operation))
+    .bind(column!(client))
+    .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+    .bind(column!(error_code))
+    .bind(column!(error_field))
+    .bind(column!(error_message))
+    .bind(column!(square_feet))
+    .bind(column!(bedrooms))
+    .bind(column!(bathrooms))
+    .bind(column!(raw_input))
+    .bind(column!(price))
+    .bind(column!(model_name))
+    .bind(column!(model_version))
+    .bind(column!(latency_us))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+const SELECT_COLUMNS: &str = "select id, request_id, item_index, created_at, route, operation, client, status,
+        error_code, error_field, error_message, square_feet, bedrooms, bathrooms, raw_input, price,
+        model_name, model_version, latency_us
+   from prediction_log";
+
+/// One row by id.
+pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<LogRecord>> {
+    let mut query = QueryBuilder::<Postgres>::new(SELECT_COLUMNS);
+    query.push(" where id = ").push_bind(id);
+    query.build_query_as().fetch_optional(pool).await
+}
+
+/// History filters; every field is optional and they combine with AND.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// `created_at >= from`.
+    pub from: Option<DateTime<Utc>>,
+    /// `created_at < to`.
+    pub to: Option<DateTime<Utc>>,
+    /// Exact model name.
+    pub model_name: Option<String>,
+    /// Exact model version.
+    pub model_version: Option<String>,
+    /// Outcome.
+    pub status: Option<PredictionStatus>,
+    /// `price >= min_price`.
+    pub min_price: Option<f64>,
+    /// `price <= max_price`.
+    pub max_price: Option<f64>,
+    /// Exact request id.
+    pub request_id: Option<String>,
+}
+
+/// Position in the newest-first history: the last row of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// Its `created_at`.
+    pub created_at: DateTime<Utc>,
+    /// Its `id` (tie-breaker).
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// The cursor after `row`.
+    pub fn after(row: &LogRecord) -> Self {
+        Self { created_at: row.created_at, id: row.id }
+    }
+
+    /// Opaque string form: base64url of `<micros since epoch>:<uuid>`.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.created_at.timestamp_micros(), self.id))
+    }
+
+    /// Parses [`Self::encode`]'s output; `None` if it is not one.
+    pub fn decode(s: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(s).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (micros, id) = text.split_once(':')?;
+        Some(Self { created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?, id: id.parse().ok()? })
+    }
+}
+
+/// Up to `limit` rows matching `filter`, newest first, strictly after `after`.
+/// Keyset pagination: the index on (created_at desc, id desc) serves it at any depth, and rows
+/// inserted meanwhile never shift a page (no duplicates, no gaps), unlike OFFSET.
+pub async fn list(
+    pool: &PgPool,
+    filter: &HistoryFilter,
+    after: Option<Cursor>,
+    limit: usize,
+) -> sqlx::Result<Vec<LogRecord>> {
+    let mut query = QueryBuilder::<Postgres>::new(SELECT_COLUMNS);
+    query.push(" where true");
+    if let Some(from) = filter.from {
+        query.push(" and created_at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.to {
+        query.push(" and created_at < ").push_bind(to);
+    }
+    if let Some(name) = &filter.model_name {
+        query.push(" and model_name = ").push_bind(name.clone());
+    }
+    if let Some(version) = &filter.model_version {
+        query.push(" and model_version = ").push_bind(version.clone());
+    }
+    if let Some(status) = filter.status {
+        query.push(" and status = ").push_bind(status.as_str());
+    }
+    if let Some(min) = filter.min_price {
+        query.push(" and price >= ").push_bind(min);
+    }
+    if let Some(max) = filter.max_price {
+        query.push(" and price <= ").push_bind(max);
+    }
+    if let Some(request_id) = &filter.request_id {
+        query.push(" and request_id = ").push_bind(request_id.clone());
+    }
+    if let Some(cursor) = after {
+        query.push(" and (created_at, id) < (").push_bind(cursor.created_at).push(", ").push_bind(cursor.id).push(")");
+    }
+    query.push(" order by created_at desc, id desc limit ").push_bind(limit as i64);
+    query.build_query_as().fetch_all(pool).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        let cursor =
+            Cursor { created_at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(), id: Uuid::now_v7() };
+        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
+    }
+
+    #[test]
+    fn garbage_is_not_a_cursor() {
+        for bad in ["", "not-base64!", &URL_SAFE_NO_PAD.encode("12:not-a-uuid"), &URL_SAFE_NO_PAD.encode("x")] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
+}

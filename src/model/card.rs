@@ -1,0 +1,121 @@
+//! The model card: everything a user (or the server) needs to know about one trained model version,
+//! stored as `card.json` next to the artifact.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// File name of the card inside a model version directory.
+pub const CARD_FILE: &str = "card.json";
+
+/// Metadata of one trained model version (`models/<name>/<version>/card.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// Stable model name, e.g. `baseline-linear`; clients select models by it.
+    pub name: String,
+    /// Semantic version of this artifact; a retrain with other data or parameters bumps it.
+    pub version: String,
+    /// One sentence on what the model is.
+    pub description: String,
+    /// The estimator, e.g. `smartcore LinearRegression (QR)`.
+    pub algorithm: String,
+    /// What is predicted.
+    pub target: TargetSpec,
+    /// Input features in the artifact's column order, with the range seen in training.
+    pub features: Vec<FeatureSpec>,
+    /// Holdout metrics (never computed on training rows).
+    pub metrics: Metrics,
+    /// How the model was trained (data, split, parameters), enough to reproduce it.
+    pub training: TrainingInfo,
+    /// The serialized estimator and its checksum.
+    pub artifact: ArtifactInfo,
+    /// When `train` produced this version.
+    pub trained_at: DateTime<Utc>,
+}
+
+/// The predicted quantity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetSpec {
+    /// Source column in the training data.
+    pub column: String,
+    /// Unit of the prediction, e.g. `USD`.
+    pub unit: String,
+}
+
+/// One input feature of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSpec {
+    /// API name (the `HouseInput` field).
+    pub name: String,
+    /// How the feature is derived from the training data's columns.
+    pub source: String,
+    /// Unit of the value.
+    pub unit: String,
+    /// What the feature means.
+    pub description: String,
+    /// Smallest value in the training rows.
+    pub min: f64,
+    /// Largest value in the training rows.
+    pub max: f64,
+    /// Mean over the training rows.
+    pub mean: f64,
+}
+
+/// Regression metrics on the holdout set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Mean absolute error, USD.
+    pub mae: f64,
+    /// Root mean squared error, USD.
+    pub rmse: f64,
+    /// Root mean squared logarithmic error, `sqrt(mean((ln(1+max(p,0)) - ln(1+y))²))`.
+    pub rmsle: f64,
+    /// Coefficient of determination.
+    pub r2: f64,
+}
+
+/// Provenance of the training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingInfo {
+    /// Data file, relative to the project root.
+    pub data_file: String,
+    /// sha256 of the data file's bytes.
+    pub data_sha256: String,
+    /// Rows in the data file.
+    pub rows_total: usize,
+    /// Rows left after the documented exclusions.
+    pub rows_used: usize,
+    /// Rows the estimator was fitted on.
+    pub rows_train: usize,
+    /// Rows held out for the metrics.
+    pub rows_holdout: usize,
+    /// Rows removed before splitting, and why.
+    pub exclusions: String,
+    /// Seed of the ChaCha8 shuffle that makes the holdout split.
+    pub split_seed: u64,
+    /// Fraction of used rows in the holdout set.
+    pub holdout_fraction: f64,
+    /// Estimator parameters, as given to smartcore.
+    pub hyper_parameters: serde_json::Value,
+    /// smartcore version the artifact was written with (artifacts are not portable across versions).
+    pub smartcore_version: String,
+}
+
+/// The serialized estimator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    /// File name inside the version directory.
+    pub file: String,
+    /// Serialization format (`postcard`, a serde format; never pickle-like code execution).
+    pub format: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Lower-case hex sha256 of the file; verified on every load.
+    pub sha256: String,
+}
+
+impl ModelCard {
+    /// `name@version`, the identifier stored in every log row.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}

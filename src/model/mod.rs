@@ -1,0 +1,12 @@
+//! The prediction model: input features and their validation, the serialized estimator, model cards,
+//! the registry of loaded versions, and the training pipeline.
+
+pub mod artifact;
+pub mod card;
+pub mod features;
+pub mod registry;
+pub mod train;
+
+pub use card::ModelCard;
+pub use features::{Feature, HouseFeatures, InvalidFeature};
+pub use registry::{LoadedModel, ModelLoadError, ModelRegistry};
