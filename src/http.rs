@@ -120,18 +120,24 @@ async fn graphql(State(s): State<HttpState>, headers: HeaderMap, request: GraphQ
                 .collect(),
         ),
     };
-    match tokio::time::timeout(timeout, s.schema.execute_batch(batch)).await {
-        Ok(response) => response.into(),
+    let mut response = match tokio::time::timeout(timeout, s.schema.execute_batch(batch)).await {
+        Ok(response) => response,
         Err(_) => {
             let err = AppError::Timeout(timeout.as_millis() as u64).extend();
             let mut server_error = ServerError::new(err.message, None);
             server_error.extensions = err.extensions;
-            if let Some(ext) = server_error.extensions.as_mut() {
-                ext.set("requestId", meta.request_id.as_str());
-            }
-            BatchResponse::Single(GqlResponse::from_errors(vec![server_error])).into()
+            BatchResponse::Single(GqlResponse::from_errors(vec![server_error]))
         }
+    };
+    // Every error names the request id, so a client can quote it when reporting a problem.
+    let responses: Vec<&mut GqlResponse> = match &mut response {
+        BatchResponse::Single(r) => vec![r],
+        BatchResponse::Batch(rs) => rs.iter_mut().collect(),
+    };
+    for error in responses.into_iter().flat_map(|r| r.errors.iter_mut()) {
+        error.extensions.get_or_insert_with(Default::default).set("requestId", meta.request_id.as_str());
     }
+    response.into()
 }
 
 async fn graphql_ws(
@@ -191,15 +197,12 @@ fn parse_seed_body(body: &Value) -> Result<HouseFeatures, AppError> {
             Some(v) => v.as_f64().ok_or_else(|| AppError::invalid(name, "must be a number")),
         }
     };
+    let square_feet = number(Feature::SquareFeet)?;
     let bedrooms = number(Feature::Bedrooms)?;
     if bedrooms.fract() != 0.0 || bedrooms.abs() > 1e15 {
         return Err(AppError::invalid(Feature::Bedrooms.rest_name(), "must be a whole number"));
     }
-    Ok(HouseFeatures {
-        square_feet: number(Feature::SquareFeet)?,
-        bedrooms: bedrooms as i64,
-        bathrooms: number(Feature::Bathrooms)?,
-    })
+    Ok(HouseFeatures { square_feet, bedrooms: bedrooms as i64, bathrooms: number(Feature::Bathrooms)? })
 }
 
 fn rest_error(err: AppError) -> Response {

@@ -1,4 +1,4 @@
-//! GraphQL extensions: every error leaves with an `extensions.code` and the request id.
+//! GraphQL extensions: every error leaves with an `extensions.code`.
 //!
 //! Resolver errors already carry a code (see [`crate::error`]); errors raised by async-graphql
 //! itself before execution (syntax, unknown fields, wrong argument types, depth and complexity
@@ -15,7 +15,6 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
 use crate::error::codes;
-use crate::service::RequestMeta;
 
 /// Code for documents that do not parse.
 pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
@@ -39,16 +38,10 @@ fn with_default_code(mut err: ServerError, code: &str) -> ServerError {
     err
 }
 
-fn finish(mut response: Response, meta: Option<&RequestMeta>) -> Response {
+fn finish(mut response: Response) -> Response {
     response.errors = std::mem::take(&mut response.errors)
         .into_iter()
-        .map(|err| {
-            let mut err = with_default_code(err, codes::INTERNAL_SERVER_ERROR);
-            if let (Some(meta), Some(ext)) = (meta, err.extensions.as_mut()) {
-                ext.set("requestId", meta.request_id.as_str());
-            }
-            err
-        })
+        .map(|err| with_default_code(err, codes::INTERNAL_SERVER_ERROR))
         .collect();
     response
 }
@@ -56,8 +49,7 @@ fn finish(mut response: Response, meta: Option<&RequestMeta>) -> Response {
 #[async_graphql::async_trait::async_trait]
 impl Extension for ErrorCodesExtension {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let response = next.run(ctx).await;
-        finish(response, ctx.data_opt::<RequestMeta>())
+        finish(next.run(ctx).await)
     }
 
     fn subscribe<'s>(
@@ -66,7 +58,7 @@ impl Extension for ErrorCodesExtension {
         stream: BoxStream<'s, Response>,
         next: NextSubscribe<'_>,
     ) -> BoxStream<'s, Response> {
-        next.run(ctx, stream).map(|response| finish(response, None)).boxed()
+        next.run(ctx, stream).map(finish).boxed()
     }
 
     async fn parse_query(

@@ -13,8 +13,7 @@ use crate::error::AppError;
 use crate::log::{Cursor, HistoryFilter, store};
 use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta};
 
-/// Read operations. `predictPrice`/`predictPrices` are queries (they do not change the model) but
-/// each call is recorded in the prediction log.
+/// The query root (`Query` in the schema).
 pub struct QueryRoot;
 
 /// Runs a resolver body and turns its `AppError` into a GraphQL error with `extensions.code`.
@@ -39,7 +38,9 @@ fn item(path: ItemPath, input: HouseInput) -> PredictionItem {
     }
 }
 
-#[Object]
+/// Read operations. `predictPrice`/`predictPrices` are queries (they do not change the model), but
+/// every call is recorded in the prediction log.
+#[Object(name = "Query")]
 impl QueryRoot {
     /// Prices one house with the default model. Invalid input fails with `BAD_USER_INPUT`
     /// (`extensions.field` names the field) and is logged as rejected.

@@ -10,10 +10,11 @@ use super::types::PredictionRecord;
 use crate::log::PredictionStatus;
 use crate::service::AppState;
 
-/// Live events.
+/// The subscription root (`Subscription` in the schema).
 pub struct SubscriptionRoot;
 
-#[Subscription]
+/// Live events over `/ws` (graphql-transport-ws or the legacy graphql-ws protocol).
+#[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// Every prediction-log row, pushed after its batch has committed (optionally only one status).
     /// A subscriber that falls more than 4,096 rows behind skips ahead (the skipped rows are in the log).

@@ -1,0 +1,136 @@
+//! Test harness: a real server on 127.0.0.1:0 over the per-test database `#[sqlx::test]` provides.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use house_price_api::Application;
+use house_price_api::config::AppConfig;
+use house_price_api::model::{HouseFeatures, LoadedModel};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The committed model directory.
+pub fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// Default service settings pointed at the committed models.
+pub fn config() -> AppConfig {
+    AppConfig::with_model_dir(model_dir())
+}
+
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        house_price_api::telemetry::init_tracing(house_price_api::config::LogFormat::Pretty);
+    }
+}
+
+/// A running server and what tests need to talk to it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    pub model: Arc<LoadedModel>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(pool: PgPool) -> Self {
+        Self::spawn_with(pool, config()).await
+    }
+
+    pub async fn spawn_with(pool: PgPool, config: AppConfig) -> Self {
+        init_logs();
+        let app = Application::build(config, pool.clone(), "127.0.0.1:0".parse().unwrap()).await.expect("app builds");
+        let addr = app.local_addr().unwrap();
+        let model = app.state().models.default_model().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, pool, client: reqwest::Client::new(), model, stop: Some(stop), server: Some(server) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// POSTs a GraphQL operation and returns the raw HTTP response.
+    pub async fn post_graphql(&self, query: &str, variables: Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// POSTs a GraphQL operation and returns the JSON body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        let response = self.post_graphql(query, variables).await;
+        assert_eq!(response.status(), 200, "GraphQL always answers 200");
+        response.json().await.expect("JSON body")
+    }
+
+    /// `predictPrice` for one house; returns the JSON body.
+    pub async fn predict(&self, square_feet: f64, bedrooms: i64, bathrooms: f64) -> Value {
+        self.graphql(
+            "query($input: HouseInput!) { predictPrice(input: $input) { id requestId price createdAt model { name version } } }",
+            json!({ "input": { "squareFeet": square_feet, "bedrooms": bedrooms, "bathrooms": bathrooms } }),
+        )
+        .await
+    }
+
+    /// POSTs a raw body to the seed-compatible route.
+    pub async fn post_rest(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url("/prever_precos/"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The model's own price for a house, computed in-process.
+    pub fn expected_price(&self, square_feet: f64, bedrooms: i64, bathrooms: f64) -> f64 {
+        self.model.predict(&[HouseFeatures { square_feet, bedrooms, bathrooms }]).expect("model predicts")[0]
+    }
+
+    pub async fn count_rows(&self, condition: &str) -> i64 {
+        let sql = format!("select count(*) from prediction_log where {condition}");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await.expect("count")
+    }
+
+    /// Triggers graceful shutdown and waits until the server (and the log writer) stopped.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server ran cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// `errors[0].extensions.code` of a GraphQL response.
+pub fn error_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+/// `errors[0].extensions.field` of a GraphQL response.
+pub fn error_field(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["field"].as_str().unwrap_or_else(|| panic!("no error field in {body}"))
+}

@@ -1,0 +1,13 @@
+//! API tests: the real server on 127.0.0.1:0, a fresh PostgreSQL database per test.
+//! One binary (faster to link than one per file); set TEST_LOG=1 to see the service's logs.
+
+mod common;
+mod durability;
+mod history;
+mod limits;
+mod models;
+mod ops;
+mod predict;
+mod rest;
+mod schema;
+mod subscription;

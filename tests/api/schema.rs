@@ -1,0 +1,42 @@
+use house_price_api::build_schema;
+use house_price_api::config::LimitsConfig;
+use serde_json::Value;
+
+#[test]
+fn schema_graphql_matches_build_schema() {
+    let generated = build_schema(&LimitsConfig::default()).sdl();
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap_or_default();
+    assert!(
+        generated == committed,
+        "schema.graphql is out of date with build_schema; regenerate it with `make schema` \
+         (cargo run -- schema > schema.graphql) and commit it"
+    );
+}
+
+#[tokio::test]
+async fn every_type_and_field_of_ours_has_a_description() {
+    let schema = build_schema(&LimitsConfig::default());
+    let response = schema
+        .execute("{ __schema { types { name kind description fields { name description } inputFields { name description } enumValues { name description } } } }")
+        .await;
+    let data = response.data.into_json().unwrap();
+    let mut missing = Vec::new();
+    for t in data["__schema"]["types"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        // Introspection types and GraphQL's built-in scalars are not ours to describe.
+        if name.starts_with("__") || ["String", "Int", "Float", "Boolean", "ID"].contains(&name) {
+            continue;
+        }
+        if t["description"].as_str().is_none_or(str::is_empty) {
+            missing.push(name.to_owned());
+        }
+        for key in ["fields", "inputFields", "enumValues"] {
+            for f in t[key].as_array().unwrap_or(&Vec::<Value>::new()) {
+                if f["description"].as_str().is_none_or(str::is_empty) {
+                    missing.push(format!("{name}.{}", f["name"].as_str().unwrap()));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "add /// docs to: {missing:?}");
+}
