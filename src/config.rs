@@ -25,8 +25,10 @@ pub mod defaults {
     pub const LOG_QUEUE_CAPACITY: usize = 10_000;
     /// Most rows in one INSERT (one round trip and one commit).
     pub const LOG_BATCH_SIZE: usize = 500;
-    /// How long the writer waits for more rows after the first one of a batch.
-    pub const LOG_FLUSH_INTERVAL_MS: u64 = 2;
+    /// How long the writer waits for more rows after the first one of a batch. 0 (write what is
+    /// queued at once) measured best: batches still form from the rows that arrive while the
+    /// previous insert runs (bench/README.md: 18.1 k req/s at 0 ms vs 14.8 k at 1 ms, 12.0 k at 2 ms).
+    pub const LOG_FLUSH_INTERVAL_MS: u64 = 0;
     /// Items in one `predictPrices` call.
     pub const MAX_BATCH_SIZE: usize = 100;
     /// `predictions(first:)` when not given.
