@@ -10,7 +10,7 @@ use super::types::{
     PredictionFilter, PredictionRecord,
 };
 use crate::error::AppError;
-use crate::log::{Cursor, HistoryFilter, store};
+use crate::log::{Cursor, store};
 use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta};
 
 /// The query root (`Query` in the schema).
@@ -170,7 +170,7 @@ impl QueryRoot {
     }
 }
 
-fn history_filter(f: PredictionFilter) -> Result<HistoryFilter, AppError> {
+fn history_filter(f: PredictionFilter) -> Result<PredictionFilter, AppError> {
     if let (Some(from), Some(to)) = (f.from, f.to)
         && from > to
     {
@@ -181,14 +181,5 @@ fn history_filter(f: PredictionFilter) -> Result<HistoryFilter, AppError> {
     {
         return Err(AppError::invalid("filter.maxPrice", "must not be below filter.minPrice"));
     }
-    Ok(HistoryFilter {
-        from: f.from,
-        to: f.to,
-        model_name: f.model_name,
-        model_version: f.model_version,
-        status: f.status,
-        min_price: f.min_price,
-        max_price: f.max_price,
-        request_id: f.request_id,
-    })
+    Ok(f)
 }

@@ -1,6 +1,8 @@
 //! GraphQL input and output types. Doc comments here become the descriptions in `schema.graphql`.
 
 use async_graphql::{ID, InputObject, Json, SimpleObject};
+
+pub use crate::log::HistoryFilter as PredictionFilter;
 use chrono::{DateTime, Utc};
 
 use crate::error::AppError;
@@ -167,27 +169,6 @@ impl From<&LogRecord> for PredictionRecord {
             }),
         }
     }
-}
-
-/// Filters for `predictions`; all optional, combined with AND.
-#[derive(Debug, Clone, Default, InputObject)]
-pub struct PredictionFilter {
-    /// Only rows created at or after this instant.
-    pub from: Option<DateTime<Utc>>,
-    /// Only rows created before this instant.
-    pub to: Option<DateTime<Utc>>,
-    /// Only rows answered by this model name.
-    pub model_name: Option<String>,
-    /// Only rows answered by this model version.
-    pub model_version: Option<String>,
-    /// Only rows with this outcome.
-    pub status: Option<PredictionStatus>,
-    /// Only rows priced at or above this (USD); excludes unpriced rows.
-    pub min_price: Option<f64>,
-    /// Only rows priced at or below this (USD); excludes unpriced rows.
-    pub max_price: Option<f64>,
-    /// Only rows of this `x-request-id`.
-    pub request_id: Option<String>,
 }
 
 /// Relay page information.

@@ -63,24 +63,26 @@ pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<LogRecord>> {
     query.build_query_as().fetch_optional(pool).await
 }
 
-/// History filters; every field is optional and they combine with AND.
-#[derive(Debug, Clone, Default)]
+// Also the GraphQL input `PredictionFilter`: the doc comments are its schema descriptions.
+/// Filters for `predictions`; all optional, combined with AND.
+#[derive(Debug, Clone, Default, async_graphql::InputObject)]
+#[graphql(name = "PredictionFilter")]
 pub struct HistoryFilter {
-    /// `created_at >= from`.
+    /// Only rows created at or after this instant.
     pub from: Option<DateTime<Utc>>,
-    /// `created_at < to`.
+    /// Only rows created before this instant.
     pub to: Option<DateTime<Utc>>,
-    /// Exact model name.
+    /// Only rows answered by this model name.
     pub model_name: Option<String>,
-    /// Exact model version.
+    /// Only rows answered by this model version.
     pub model_version: Option<String>,
-    /// Outcome.
+    /// Only rows with this outcome.
     pub status: Option<PredictionStatus>,
-    /// `price >= min_price`.
+    /// Only rows priced at or above this (USD); excludes unpriced rows.
     pub min_price: Option<f64>,
-    /// `price <= max_price`.
+    /// Only rows priced at or below this (USD); excludes unpriced rows.
     pub max_price: Option<f64>,
-    /// Exact request id.
+    /// Only rows of this `x-request-id`.
     pub request_id: Option<String>,
 }
 
