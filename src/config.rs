@@ -35,6 +35,8 @@ pub mod defaults {
     pub const DEFAULT_PAGE_SIZE: usize = 20;
     /// Largest accepted `predictions(first:)`.
     pub const MAX_PAGE_SIZE: usize = 100;
+    /// Request bodies above this are refused (413) before parsing.
+    pub const MAX_BODY_BYTES: usize = 1 << 20;
     /// Whole-request budget, parsing to answer.
     pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
     /// Deepest accepted selection set.
@@ -66,6 +68,17 @@ pub enum Command {
     Migrate(DatabaseConfig),
     /// Print the GraphQL schema (SDL) the server serves.
     Schema,
+    /// Print the sha256 digest of an API key, for `API_KEYS`.
+    HashKey {
+        /// The key.
+        key: String,
+    },
+    /// Print the README's model table, generated from the model cards.
+    ModelTable {
+        /// Root model directory.
+        #[arg(long, env = "MODEL_DIR", default_value = defaults::MODEL_DIR)]
+        model_dir: PathBuf,
+    },
 }
 
 /// Log output.
@@ -132,6 +145,18 @@ pub struct AppConfig {
     /// `name` (highest version) or `name@version` of the model used by default.
     #[arg(long, env = "DEFAULT_MODEL", default_value = defaults::DEFAULT_MODEL)]
     pub default_model: String,
+    /// `name` or `name@version` of a shadow model that also scores every accepted prediction off the
+    /// response path (its price is stored next to the answer). Unset: no shadow scoring.
+    #[arg(long, env = "SHADOW_MODEL")]
+    pub shadow_model: Option<String>,
+    /// API keys allowed to call mutations, as sha256 hex digests (`house-price-api hash-key KEY`),
+    /// comma-separated, each optionally `:scope+scope` (`models`, `outcomes`; default both).
+    /// Empty: mutations are disabled.
+    #[arg(long, env = "API_KEYS", value_delimiter = ',', default_value = "", hide_env_values = true)]
+    pub api_keys: Vec<String>,
+    /// Largest accepted request body, bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
     /// Origins allowed to call the API from a browser (comma-separated, `*` for any). Empty: no CORS headers.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
     pub cors_allowed_origins: Vec<String>,
@@ -149,6 +174,9 @@ impl AppConfig {
         Self {
             model_dir: model_dir.into(),
             default_model: defaults::DEFAULT_MODEL.to_owned(),
+            shadow_model: None,
+            api_keys: Vec::new(),
+            max_body_bytes: defaults::MAX_BODY_BYTES,
             cors_allowed_origins: Vec::new(),
             log: LogWriterConfig::default(),
             limits: LimitsConfig::default(),
@@ -173,7 +201,7 @@ pub struct LogWriterConfig {
     /// `durable` (default) or `async`; see README "Durability".
     #[arg(long, env = "LOG_MODE", value_enum, default_value_t = LogMode::Durable)]
     pub log_mode: LogMode,
-    /// Capacity of the queue in front of the writer (rows).
+    /// Capacity of the queue in front of the writer (requests).
     #[arg(long, env = "LOG_QUEUE_CAPACITY", default_value_t = defaults::LOG_QUEUE_CAPACITY)]
     pub log_queue_capacity: usize,
     /// Most rows per INSERT.
@@ -263,6 +291,9 @@ pub struct TrainConfig {
     /// RFC 3339 time to stamp the cards with (default: now); set it to reproduce a card exactly.
     #[arg(long)]
     pub trained_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Train only these models (repeatable; default: all).
+    #[arg(long = "only")]
+    pub only: Vec<String>,
 }
 
 #[cfg(test)]

@@ -16,6 +16,12 @@ pub mod codes {
     pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
     /// The request exceeded `REQUEST_TIMEOUT_MS`.
     pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
+    /// No valid `x-api-key` was presented for an operation that needs one.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// The API key is valid but lacks the scope the operation needs (or no keys are configured).
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// `reloadModels` found an unusable model; the previous set keeps serving.
+    pub const MODEL_LOAD_FAILED: &str = "MODEL_LOAD_FAILED";
     /// A dependency (the request log in PostgreSQL) is unreachable; retry later.
     pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
     /// A bug or unexpected fault; details are in the server log under the request id.
@@ -40,6 +46,16 @@ pub enum AppError {
     /// the cause is logged.
     #[error("the prediction log is unavailable, the request was not recorded; retry later")]
     Unavailable(#[source] anyhow::Error),
+    /// `UNAUTHENTICATED`.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// `FORBIDDEN`.
+    #[error("{0}")]
+    Forbidden(String),
+    /// `MODEL_LOAD_FAILED`: the message names the model file and the cause (callers are
+    /// authenticated operators).
+    #[error("model reload failed, the previous models keep serving: {0}")]
+    ModelLoad(String),
     /// `REQUEST_TIMEOUT`.
     #[error("the request took longer than {0} ms")]
     Timeout(u64),
@@ -59,9 +75,21 @@ impl AppError {
         match self {
             Self::InvalidInput { .. } => codes::BAD_USER_INPUT,
             Self::NotFound(_) => codes::NOT_FOUND,
+            Self::Unauthenticated(_) => codes::UNAUTHENTICATED,
+            Self::Forbidden(_) => codes::FORBIDDEN,
+            Self::ModelLoad(_) => codes::MODEL_LOAD_FAILED,
             Self::Unavailable(_) => codes::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => codes::REQUEST_TIMEOUT,
             Self::Internal(_) => codes::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A copy of an input error (other kinds become an internal error with the same message, which
+    /// does not happen for parsed inputs).
+    pub fn clone_input_error(&self) -> Self {
+        match self {
+            Self::InvalidInput { field, message } => Self::invalid(field.clone(), message.clone()),
+            other => Self::Internal(anyhow::anyhow!("{other}")),
         }
     }
 
@@ -84,15 +112,25 @@ impl AppError {
 }
 
 impl From<sqlx::Error> for AppError {
-    /// Connection-level failures mean the database is unreachable (`SERVICE_UNAVAILABLE`);
-    /// anything else is a bug or schema mismatch (`INTERNAL_SERVER_ERROR`).
+    /// Connection-level failures (and PostgreSQL's connection/shutdown/resource SQLSTATE classes
+    /// 08, 53, 57) mean the database is unreachable: `SERVICE_UNAVAILABLE`. Anything else is a bug
+    /// or schema mismatch: `INTERNAL_SERVER_ERROR`.
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                Self::Unavailable(err.into())
-            }
-            other => Self::Internal(anyhow::Error::new(other).context("database query failed")),
+        if is_unavailable(&err) {
+            return Self::Unavailable(err.into());
         }
+        Self::Internal(anyhow::Error::new(err).context("database query failed"))
+    }
+}
+
+/// Whether `err` means "the database cannot serve now" rather than "this query is wrong".
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("53") || code.starts_with("57"))
+        }
+        _ => false,
     }
 }
 
@@ -153,6 +191,13 @@ mod tests {
         let (message, ext) = extensions(err);
         assert_eq!(ext["code"], "INTERNAL_SERVER_ERROR");
         assert_eq!(message, "internal server error");
+    }
+
+    #[test]
+    fn auth_and_reload_errors_have_their_codes() {
+        assert_eq!(extensions(AppError::Unauthenticated("x".into())).1["code"], "UNAUTHENTICATED");
+        assert_eq!(extensions(AppError::Forbidden("x".into())).1["code"], "FORBIDDEN");
+        assert_eq!(extensions(AppError::ModelLoad("x".into())).1["code"], "MODEL_LOAD_FAILED");
     }
 
     #[test]

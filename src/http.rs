@@ -15,11 +15,14 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::auth::PresentedKey;
 use crate::error::AppError;
 use crate::graphql::AppSchema;
+use crate::graphql::query::WsConnection;
 use crate::model::{Feature, HouseFeatures};
 use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta, Route};
 use crate::{db, telemetry};
@@ -34,6 +37,7 @@ struct HttpState {
 /// Builds the service's router. `main`, every test and nothing else call this.
 pub fn app(schema: AppSchema, state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_allowed_origins);
+    let max_body = state.config.max_body_bytes;
     let http_state = HttpState { schema, app: state };
     let router = Router::new()
         .route("/graphql", get(graphiql).post(graphql))
@@ -52,6 +56,8 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
     // and copied to the response last.
     router.layer(
         ServiceBuilder::new()
+            .layer(RequestBodyLimitLayer::new(max_body))
+            .map_request(drop_unusable_request_id)
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 tracing::info_span!(
@@ -63,6 +69,21 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
             }))
             .layer(PropagateRequestIdLayer::x_request_id()),
     )
+}
+
+/// Longest accepted client `x-request-id`.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A client `x-request-id` that is too long or not printable ASCII is dropped, so a fresh UUID
+/// replaces it everywhere (header, span, row) instead of the row and the echo disagreeing.
+fn drop_unusable_request_id<B>(mut req: Request<B>) -> Request<B> {
+    let unusable = req.headers().get("x-request-id").is_some_and(|v| {
+        v.len() > MAX_REQUEST_ID_LEN || v.is_empty() || !v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    });
+    if unusable {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
@@ -100,36 +121,52 @@ async fn graphiql() -> impl IntoResponse {
     Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/ws").title("house-price-api").finish())
 }
 
+/// Most operations in one batched (array) GraphQL request.
+pub const MAX_OPERATIONS_PER_REQUEST: usize = 16;
+
+fn graphql_error(err: AppError) -> ServerError {
+    let err = err.extend();
+    let mut server_error = ServerError::new(err.message, None);
+    server_error.extensions = err.extensions;
+    server_error
+}
+
 async fn graphql(State(s): State<HttpState>, headers: HeaderMap, request: GraphQLBatchRequest) -> GraphQLResponse {
     let meta = request_meta(&headers, Route::Graphql);
+    let key = PresentedKey(header_str(&headers, "x-api-key").map(str::to_owned));
     let timeout = s.app.config.limits.request_timeout();
-    let batch = request.into_inner();
-    let batch = match batch {
-        async_graphql::BatchRequest::Single(req) => {
-            let mut meta = meta.clone();
-            meta.operation = req.operation_name.clone();
-            async_graphql::BatchRequest::Single(req.data(s.app.clone()).data(meta))
-        }
-        async_graphql::BatchRequest::Batch(reqs) => async_graphql::BatchRequest::Batch(
-            reqs.into_iter()
-                .map(|req| {
-                    let mut meta = meta.clone();
-                    meta.operation = req.operation_name.clone();
-                    req.data(s.app.clone()).data(meta)
-                })
-                .collect(),
-        ),
+    let attach = |req: async_graphql::Request| {
+        let mut meta = meta.clone();
+        meta.operation = req.operation_name.clone();
+        req.data(s.app.clone()).data(meta).data(key.clone())
     };
-    let mut response = match tokio::time::timeout(timeout, s.schema.execute_batch(batch)).await {
+    let (batch, is_array) = match request.into_inner() {
+        async_graphql::BatchRequest::Single(req) => (async_graphql::BatchRequest::Single(attach(req)), false),
+        async_graphql::BatchRequest::Batch(reqs) if reqs.len() > MAX_OPERATIONS_PER_REQUEST => {
+            let err = AppError::invalid(
+                "operations",
+                format!("at most {MAX_OPERATIONS_PER_REQUEST} operations per request, got {}", reqs.len()),
+            );
+            return with_request_id(BatchResponse::Single(GqlResponse::from_errors(vec![graphql_error(err)])), &meta);
+        }
+        async_graphql::BatchRequest::Batch(reqs) => {
+            (async_graphql::BatchRequest::Batch(reqs.into_iter().map(attach).collect()), true)
+        }
+    };
+    let response = match tokio::time::timeout(timeout, s.schema.execute_batch(batch)).await {
         Ok(response) => response,
         Err(_) => {
-            let err = AppError::Timeout(timeout.as_millis() as u64).extend();
-            let mut server_error = ServerError::new(err.message, None);
-            server_error.extensions = err.extensions;
-            BatchResponse::Single(GqlResponse::from_errors(vec![server_error]))
+            let timed_out =
+                || GqlResponse::from_errors(vec![graphql_error(AppError::Timeout(timeout.as_millis() as u64))]);
+            // An array request gets an array back, even when it timed out as a whole.
+            if is_array { BatchResponse::Batch(vec![timed_out()]) } else { BatchResponse::Single(timed_out()) }
         }
     };
-    // Every error names the request id, so a client can quote it when reporting a problem.
+    with_request_id(response, &meta)
+}
+
+/// Every error names the request id, so a client can quote it when reporting a problem.
+fn with_request_id(mut response: BatchResponse, meta: &RequestMeta) -> GraphQLResponse {
     let responses: Vec<&mut GqlResponse> = match &mut response {
         BatchResponse::Single(r) => vec![r],
         BatchResponse::Batch(rs) => rs.iter_mut().collect(),
@@ -146,10 +183,10 @@ async fn graphql_ws(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let meta = request_meta(&headers, Route::Graphql);
     let mut data = async_graphql::Data::default();
     data.insert(s.app.clone());
-    data.insert(meta);
+    data.insert(WsConnection { client: header_str(&headers, header::USER_AGENT.as_str()).map(str::to_owned) });
+    data.insert(PresentedKey(header_str(&headers, "x-api-key").map(str::to_owned)));
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| GraphQLWebSocket::new(stream, s.schema, protocol).with_data(data).serve())
@@ -169,7 +206,7 @@ async fn prever_precos(State(s): State<HttpState>, headers: HeaderMap, body: Byt
             ),
         };
         let item = PredictionItem { path: ItemPath::Single, features, raw_input };
-        s.app.predict(&meta, vec![item]).await
+        s.app.predict(&meta, None, vec![item]).await
     };
     let outcome = match tokio::time::timeout(timeout, work).await {
         Ok(Ok(mut outcomes)) => {
@@ -202,7 +239,7 @@ fn parse_seed_body(body: &Value) -> Result<HouseFeatures, AppError> {
     if bedrooms.fract() != 0.0 || bedrooms.abs() > 1e15 {
         return Err(AppError::invalid(Feature::Bedrooms.rest_name(), "must be a whole number"));
     }
-    Ok(HouseFeatures { square_feet, bedrooms: bedrooms as i64, bathrooms: number(Feature::Bathrooms)? })
+    Ok(HouseFeatures::new(square_feet, bedrooms as i64, number(Feature::Bathrooms)?))
 }
 
 fn rest_error(err: AppError) -> Response {
@@ -215,7 +252,9 @@ fn rest_error(err: AppError) -> Response {
         AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, json!(err.to_string())),
         AppError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, json!(err.to_string())),
         AppError::NotFound(_) => (StatusCode::NOT_FOUND, json!(err.to_string())),
-        AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, json!(err.to_string())),
+        AppError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, json!(err.to_string())),
+        AppError::Forbidden(_) => (StatusCode::FORBIDDEN, json!(err.to_string())),
+        AppError::ModelLoad(_) | AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, json!(err.to_string())),
     };
     // Log server faults with their cause chain, exactly as for GraphQL.
     let _ = err.extend();
@@ -238,7 +277,7 @@ async fn ready(State(s): State<HttpState>) -> Response {
         }
         Err(_) => ("timeout".to_owned(), "unknown".to_owned()),
     };
-    let model = s.app.models.default_model().id();
+    let model = s.app.models.snapshot().default_model().id();
     let ok = database == "ok" && migrations == "ok";
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({

@@ -8,9 +8,10 @@
 //! | module | what lives there |
 //! |---|---|
 //! | [`config`] | the typed configuration (clap flags + env vars, documented defaults) |
+//! | [`auth`] | hashed API keys and their scopes, for mutations |
 //! | [`error`] | `AppError` and the stable GraphQL error codes |
 //! | [`model`] | input features and validation, artifacts + checksums, model cards, registry, training |
-//! | [`log`] | the request log: row type, SQL, and the batching group-commit writer |
+//! | [`log`] | the request log: row type, SQL, the batching group-commit writer, shadow scoring |
 //! | [`service`] | `AppState` and the prediction use case shared by GraphQL and REST |
 //! | [`graphql`] | `build_schema`, query/subscription roots, types, error-code extension |
 //! | [`http`] | `app()`: the router (GraphQL, GraphiQL, `/ws`, health, metrics, REST compat route) |
@@ -20,6 +21,7 @@
 //! [`Application`] ties them together: `main`, the tests and the benchmarks all start the server
 //! through it, so there is one way to assemble the service.
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -42,8 +44,10 @@ use tokio_util::sync::CancellationToken;
 pub use graphql::{AppSchema, build_schema};
 pub use http::app;
 
+use auth::ApiKeys;
 use config::{AppConfig, Cli, Command};
 use log::LogWriter;
+use log::shadow::ShadowScorer;
 use model::ModelRegistry;
 use service::AppState;
 
@@ -58,21 +62,27 @@ impl Application {
     /// Loads the models (refusing to start on a missing or corrupt artifact), starts the log writer
     /// and binds `listen_addr` (port 0 picks a free port, as the tests do).
     pub async fn build(config: AppConfig, pool: PgPool, listen_addr: SocketAddr) -> anyhow::Result<Self> {
-        let models = ModelRegistry::load(&config.model_dir, &config.default_model)
+        let models = ModelRegistry::load(&config.model_dir, &config.default_model, config.shadow_model.as_deref())
             .with_context(|| format!("cannot load the models in {}", config.model_dir.display()))?;
-        for m in models.models() {
+        let api_keys = ApiKeys::parse(&config.api_keys).context("invalid API_KEYS")?;
+        let set = models.snapshot();
+        for m in set.models() {
             tracing::info!(model = %m.id(), sha256 = %m.card.artifact.sha256, r2 = m.card.metrics.r2, "model loaded");
         }
         let listener =
             TcpListener::bind(listen_addr).await.with_context(|| format!("cannot listen on {listen_addr}"))?;
         let _ = telemetry::metrics_handle();
-        let log = LogWriter::spawn(pool.clone(), &config.log);
+        let models = Arc::new(models);
+        let shadow = config.shadow_model.is_some().then(|| ShadowScorer::spawn(pool.clone(), models.clone()));
+        let log = LogWriter::spawn(pool.clone(), &config.log, shadow);
+        service::record_model_event(&pool, "loaded", "startup", None, &set, &set.ids(), &[], None).await;
         let schema = build_schema(&config.limits);
         let state = AppState {
             pool,
-            models: Arc::new(models),
+            models,
             log,
             config: Arc::new(config),
+            api_keys: Arc::new(api_keys),
             shutdown: CancellationToken::new(),
         };
         Ok(Self { listener, state, schema })
@@ -93,6 +103,7 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
         let stopping = self.state.shutdown.clone();
+        reload_on_sighup(self.state.clone());
         let router = app(self.schema, self.state.clone());
         tracing::info!(%addr, "listening (GraphiQL at http://{addr}/graphql)");
         axum::serve(self.listener, router)
@@ -106,6 +117,32 @@ impl Application {
         self.state.log.shutdown().await;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// SIGHUP reloads the models, like the `reloadModels` mutation. The handler is installed before
+/// this returns, so a SIGHUP sent once the server runs is never the default (terminating) action.
+fn reload_on_sighup(state: AppState) {
+    #[cfg(unix)]
+    {
+        let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(signal) => signal,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGHUP; reload with the reloadModels mutation");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hangups.recv() => {
+                        // Failures are logged and recorded by reload_models; the old set keeps serving.
+                        let _ = state.reload_models("sighup", None).await;
+                    }
+                    () = state.shutdown.cancelled() => return,
+                }
+            }
+        });
     }
 }
 
@@ -161,15 +198,24 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                 seed: config.seed,
                 holdout_fraction: config.holdout_fraction,
                 trained_at: config.trained_at,
+                only: config.only,
             })?;
-            println!("{:<20} {:>8} {:>12} {:>12} {:>8} {:>8}", "model", "version", "MAE", "RMSE", "RMSLE", "R2");
+            println!("{:<20} {:>8} {:>10} {:>10} {:>8} {:>8}", "model", "version", "MAE", "RMSE", "RMSLE", "R2");
             for c in cards {
                 let m = c.metrics;
                 println!(
-                    "{:<20} {:>8} {:>12.0} {:>12.0} {:>8.4} {:>8.4}",
+                    "{:<20} {:>8} {:>10.0} {:>10.0} {:>8.4} {:>8.4}",
                     c.name, c.version, m.mae, m.rmse, m.rmsle, m.r2
                 );
             }
+            Ok(())
+        }
+        Command::HashKey { key } => {
+            println!("{}", auth::hash_key(&key));
+            Ok(())
+        }
+        Command::ModelTable { model_dir } => {
+            print!("{}", model::card::markdown_table(&model_dir)?);
             Ok(())
         }
         Command::Schema => {

@@ -1,30 +1,33 @@
-//! `AppState` and the prediction use case shared by GraphQL and the REST route: validate, price,
-//! log (rejected inputs too), and answer only once the log accepted the rows.
+//! `AppState` and the use cases shared by GraphQL and the REST route: price (validate, score,
+//! log rejected inputs too, answer only once the log accepted the rows) and reload the models.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::auth::ApiKeys;
 use crate::config::AppConfig;
 use crate::error::{AppError, codes};
-use crate::log::{LogRecord, LogWriter, PredictionStatus};
-use crate::model::{Feature, HouseFeatures, LoadedModel, ModelRegistry};
+use crate::log::{LogRecord, LogWriter, PredictionStatus, without_nul};
+use crate::model::{Feature, HouseFeatures, LoadedModel, ModelRegistry, ModelSet, ScoreError};
 
 /// Everything a request handler needs; cloned into every request.
 #[derive(Clone)]
 pub struct AppState {
-    /// PostgreSQL pool (history reads, readiness).
+    /// PostgreSQL pool (history reads, readiness, model events).
     pub pool: PgPool,
-    /// Loaded models.
+    /// Loaded models (swapped atomically on reload).
     pub models: Arc<ModelRegistry>,
     /// The request-log writer.
     pub log: LogWriter,
     /// Service settings.
     pub config: Arc<AppConfig>,
+    /// Hashed API keys allowed to call mutations.
+    pub api_keys: Arc<ApiKeys>,
     /// Cancelled when the server starts shutting down (ends subscriptions).
     pub shutdown: CancellationToken,
 }
@@ -50,7 +53,7 @@ impl Route {
     /// How this route names an input field in errors (e.g. `inputs[2].squareFeet`, `num_bedrooms`).
     pub fn field_path(self, item: &ItemPath, feature: Feature) -> String {
         match self {
-            Route::Graphql => format!("{}.{}", item.graphql_prefix(), feature.graphql_name()),
+            Route::Graphql => format!("{}.{}", item.graphql_prefix(), feature.name()),
             Route::RestPreverPrecos => feature.rest_name().to_owned(),
         }
     }
@@ -94,19 +97,26 @@ pub struct RequestMeta {
     pub client: Option<String>,
     /// For latency.
     pub received: Instant,
-    /// For `created_at`.
+    /// For `created_at`, at PostgreSQL's microsecond precision so the API and the row agree.
     pub received_at: DateTime<Utc>,
 }
 
 impl RequestMeta {
+    /// Metadata for a request received now.
+    pub fn new(request_id: String, route: Route, client: Option<String>) -> Self {
+        Self {
+            request_id,
+            route,
+            operation: None,
+            client,
+            received: Instant::now(),
+            received_at: Utc::now().trunc_subsecs(6),
+        }
+    }
+
     /// Microseconds since the request was received.
     pub fn latency_us(&self) -> i64 {
         i64::try_from(self.received.elapsed().as_micros()).unwrap_or(i64::MAX)
-    }
-
-    /// Metadata for a request received now.
-    pub fn new(request_id: String, route: Route, client: Option<String>) -> Self {
-        Self { request_id, route, operation: None, client, received: Instant::now(), received_at: Utc::now() }
     }
 }
 
@@ -124,65 +134,87 @@ pub struct PredictionItem {
 /// The result of one item: the committed `ok` row, or the error the client gets for it.
 pub type ItemOutcome = Result<LogRecord, AppError>;
 
+/// What a reload changed.
+#[derive(Debug, Clone)]
+pub struct ReloadOutcome {
+    /// The set now serving.
+    pub set: Arc<ModelSet>,
+    /// `name@version` newly loaded.
+    pub added: Vec<String>,
+    /// `name@version` no longer served.
+    pub removed: Vec<String>,
+}
+
 impl AppState {
-    /// Prices `items` with the default model and logs one row per item (rejected ones too).
+    /// The model `spec` names (`name` or `name@version`), or the default one.
+    pub fn choose_model(set: &ModelSet, spec: Option<&str>) -> Result<Arc<LoadedModel>, AppError> {
+        match spec {
+            None => Ok(set.default_model().clone()),
+            Some(spec) => set.find(spec).ok_or_else(|| {
+                AppError::invalid("model", format!("unknown model {spec:?}; loaded: {}", set.ids().join(", ")))
+            }),
+        }
+    }
+
+    /// Prices `items` with the chosen model and logs one row per item (rejected ones too).
     ///
-    /// The outer error is for the request as a whole (the log could not take the rows: nothing may
-    /// be answered); the inner results are per item.
-    pub async fn predict(&self, meta: &RequestMeta, items: Vec<PredictionItem>) -> Result<Vec<ItemOutcome>, AppError> {
-        let model = self.models.default_model().clone();
-        // Validate, then price every valid item in one matrix call.
-        let parsed: Vec<Option<HouseFeatures>> =
-            items.iter().map(|item| item.features.as_ref().ok().copied()).collect();
-        let (heads, features): (Vec<(ItemPath, serde_json::Value)>, Vec<_>) =
-            items.into_iter().map(|item| ((item.path, item.raw_input), item.features)).unzip();
-        let checked: Vec<Result<HouseFeatures, AppError>> = features
-            .into_iter()
-            .zip(&heads)
-            .map(|(features, (path, _))| {
-                let features = features?;
+    /// The outer error is for the request as a whole (unknown model, or the log could not take the
+    /// rows: nothing may be answered); the inner results are per item.
+    pub async fn predict(
+        &self,
+        meta: &RequestMeta,
+        model: Option<&str>,
+        items: Vec<PredictionItem>,
+    ) -> Result<Vec<ItemOutcome>, AppError> {
+        // One snapshot for the whole request: a concurrent reload does not change its model.
+        let set = self.models.snapshot();
+        let model = match Self::choose_model(&set, model) {
+            Ok(model) => model,
+            Err(err) => {
+                let raw = serde_json::Value::Array(items.into_iter().map(|i| i.raw_input).collect());
+                return Err(self.reject(meta, err, raw).await);
+            }
+        };
+        // Plausibility first, then score every valid item in one matrix call.
+        let checked: Vec<Result<HouseFeatures, AppError>> = items
+            .iter()
+            .map(|item| {
+                let features = item.features.as_ref().map_err(AppError::clone_input_error)?;
                 features
                     .validate()
-                    .map_err(|e| AppError::invalid(meta.route.field_path(path, e.feature), e.message))?;
-                Ok(features)
+                    .map_err(|e| AppError::invalid(meta.route.field_path(&item.path, e.feature), e.message))?;
+                Ok(features.clone())
             })
             .collect();
-        let valid: Vec<HouseFeatures> = checked.iter().filter_map(|c| c.as_ref().ok().copied()).collect();
-        let mut prices = match model.predict(&valid) {
-            Ok(prices) => prices.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(err) => {
-                let err = Arc::new(err);
-                valid.iter().map(|_| Err(err.clone())).collect()
-            }
-        }
-        .into_iter();
+        let valid: Vec<&HouseFeatures> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
+        let mut scores = model.score(&valid).into_iter();
 
         let latency_us = meta.latency_us();
-        let mut outcomes = Vec::with_capacity(heads.len());
-        let mut records = Vec::with_capacity(heads.len());
-        for (((path, raw_input), checked), parsed) in heads.into_iter().zip(checked).zip(parsed) {
-            let mut record = new_record(meta, &model, path.index(), raw_input, latency_us);
-            if let Some(features) = parsed {
-                record.square_feet = Some(features.square_feet);
-                record.bedrooms = i32::try_from(features.bedrooms).ok();
-                record.bathrooms = Some(features.bathrooms);
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut records = Vec::with_capacity(items.len());
+        for (item, checked) in items.into_iter().zip(checked) {
+            let mut record = new_record(meta, Some(&model), item.path.index(), item.raw_input, latency_us);
+            if let Ok(house) = &item.features {
+                record.square_feet = Some(house.square_feet);
+                record.bedrooms = i32::try_from(house.bedrooms).ok();
+                record.bathrooms = Some(house.bathrooms);
             }
-            let outcome = match checked {
-                Ok(_) => match prices.next() {
-                    Some(Ok(price)) if price.is_finite() => {
-                        record.price = Some(price);
-                        Ok(())
-                    }
-                    Some(Ok(price)) => {
-                        Err(AppError::Internal(anyhow::anyhow!("model {} returned {price}", model.id())))
-                    }
-                    Some(Err(err)) => {
-                        Err(AppError::Internal(anyhow::anyhow!("{err}").context(format!("model {}", model.id()))))
-                    }
-                    None => Err(AppError::Internal(anyhow::anyhow!("model {} returned too few prices", model.id()))),
-                },
-                Err(err) => Err(err),
-            };
+            let outcome = checked.and_then(|house| match scores.next() {
+                Some(Ok(scored)) => {
+                    record.price = Some(scored.price);
+                    record.imputed_features = scored.imputed.iter().map(|f| f.name().to_owned()).collect();
+                    record.features = serde_json::to_value(&scored.values).ok();
+                    record.house = Some(house);
+                    Ok(())
+                }
+                Some(Err(ScoreError::Invalid(e))) => {
+                    Err(AppError::invalid(meta.route.field_path(&item.path, e.feature), e.message))
+                }
+                Some(Err(ScoreError::Model(e))) => {
+                    Err(AppError::Internal(anyhow::Error::new(e).context(format!("model {}", model.id()))))
+                }
+                None => Err(AppError::Internal(anyhow::anyhow!("model {} returned too few prices", model.id()))),
+            });
             if let Err(err) = &outcome {
                 record_error(&mut record, err);
             }
@@ -194,15 +226,79 @@ impl AppState {
         Ok(outcomes)
     }
 
-    /// Logs a request that was refused as a whole (e.g. an oversized batch) as one rejected row.
+    /// Logs a request that was refused as a whole (oversized batch, unknown model) as one rejected
+    /// row, and returns the error to answer with (or `SERVICE_UNAVAILABLE` if even that row could
+    /// not be logged).
     pub async fn reject(&self, meta: &RequestMeta, error: AppError, raw_input: serde_json::Value) -> AppError {
-        let latency_us = meta.latency_us();
-        let mut record = new_record(meta, self.models.default_model(), None, raw_input, latency_us);
+        let set = self.models.snapshot();
+        let model = if error.field() == Some("model") { None } else { Some(set.default_model().as_ref()) };
+        let mut record = new_record(meta, model, None, raw_input, meta.latency_us());
         record_error(&mut record, &error);
         match self.log.submit(vec![record]).await {
             Ok(()) => error,
             Err(err) => AppError::Unavailable(err.into()),
         }
+    }
+
+    /// Re-scans the model directory and swaps the set in atomically; a broken model fails the
+    /// reload and the previous set keeps serving. Both outcomes are recorded in `model_events`.
+    pub async fn reload_models(&self, trigger: &str, actor: Option<&str>) -> Result<ReloadOutcome, AppError> {
+        let registry = self.models.clone();
+        let result = tokio::task::spawn_blocking(move || registry.reload())
+            .await
+            .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("model reload task")))?;
+        match result {
+            Ok((previous, set)) => {
+                let before = previous.ids();
+                let after = set.ids();
+                let added: Vec<String> = after.iter().filter(|id| !before.contains(id)).cloned().collect();
+                let removed: Vec<String> = before.iter().filter(|id| !after.contains(id)).cloned().collect();
+                tracing::info!(trigger, ?added, ?removed, default = %set.default_model().id(), "models reloaded");
+                record_model_event(&self.pool, "reloaded", trigger, actor, &set, &added, &removed, None).await;
+                Ok(ReloadOutcome { set, added, removed })
+            }
+            Err(err) => {
+                let message = format!("{:#}", anyhow::Error::new(err));
+                tracing::error!(trigger, error = %message, "model reload failed; previous models keep serving");
+                let current = self.models.snapshot();
+                record_model_event(&self.pool, "reload_failed", trigger, actor, &current, &[], &[], Some(&message))
+                    .await;
+                Err(AppError::ModelLoad(message))
+            }
+        }
+    }
+}
+
+/// Appends to `model_events`. Failures are logged, not raised: the event log must not block or
+/// undo a reload that already happened.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_model_event(
+    pool: &PgPool,
+    event: &str,
+    trigger: &str,
+    actor: Option<&str>,
+    set: &ModelSet,
+    added: &[String],
+    removed: &[String],
+    error: Option<&str>,
+) {
+    let result = sqlx::query(
+        "insert into model_events (event, trigger, actor, models, added, removed, default_model, shadow_model, error)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(event)
+    .bind(trigger)
+    .bind(actor)
+    .bind(set.ids())
+    .bind(added)
+    .bind(removed)
+    .bind(set.default_model().id())
+    .bind(set.shadow_model().map(|m| m.id()))
+    .bind(error)
+    .execute(pool)
+    .await;
+    if let Err(err) = result {
+        tracing::error!(error = %err, event, "cannot record model event");
     }
 }
 
@@ -210,7 +306,7 @@ impl AppState {
 /// [`record_error`] says otherwise.
 fn new_record(
     meta: &RequestMeta,
-    model: &LoadedModel,
+    model: Option<&LoadedModel>,
     item_index: Option<i32>,
     raw_input: serde_json::Value,
     latency_us: i64,
@@ -230,11 +326,19 @@ fn new_record(
         square_feet: None,
         bedrooms: None,
         bathrooms: None,
-        raw_input,
+        // PostgreSQL text and jsonb cannot hold U+0000; one such client string must not fail the
+        // whole group-commit batch.
+        raw_input: without_nul(raw_input),
         price: None,
-        model_name: Some(model.card.name.clone()),
-        model_version: Some(model.card.version.clone()),
+        model_name: model.map(|m| m.card.name.clone()),
+        model_version: model.map(|m| m.card.version.clone()),
         latency_us,
+        imputed_features: Vec::new(),
+        features: None,
+        shadow_price: None,
+        shadow_model_name: None,
+        shadow_model_version: None,
+        house: None,
     }
 }
 
@@ -245,7 +349,10 @@ fn record_error(record: &mut LogRecord, err: &AppError) {
         _ => PredictionStatus::Failed,
     };
     record.price = None;
+    record.features = None;
+    record.house = None;
+    record.imputed_features.clear();
     record.error_code = Some(err.code().to_owned());
-    record.error_field = err.field().map(str::to_owned);
-    record.error_message = Some(err.to_string());
+    record.error_field = err.field().map(|f| f.replace('\0', "\u{FFFD}"));
+    record.error_message = Some(err.to_string().replace('\0', "\u{FFFD}"));
 }

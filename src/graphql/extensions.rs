@@ -41,7 +41,9 @@ fn with_default_code(mut err: ServerError, code: &str) -> ServerError {
 fn finish(mut response: Response) -> Response {
     response.errors = std::mem::take(&mut response.errors)
         .into_iter()
-        .map(|err| with_default_code(err, codes::INTERNAL_SERVER_ERROR))
+        // Resolver errors all carry a code; what is left are request-shape problems raised by
+        // async-graphql outside parse/validation (unknown operation name, missing variable).
+        .map(|err| with_default_code(err, codes::GRAPHQL_VALIDATION_FAILED))
         .collect();
     response
 }

@@ -1,6 +1,8 @@
 //! Query root: predictions, prediction history, model metadata.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+
+use chrono::Datelike;
 
 use async_graphql::{Context, ErrorExtensions, ID, Object};
 use uuid::Uuid;
@@ -11,13 +13,13 @@ use super::types::{
 };
 use crate::error::AppError;
 use crate::log::{Cursor, store};
-use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta};
+use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta, Route};
 
 /// The query root (`Query` in the schema).
 pub struct QueryRoot;
 
 /// Runs a resolver body and turns its `AppError` into a GraphQL error with `extensions.code`.
-async fn resolve<T>(body: impl Future<Output = Result<T, AppError>>) -> async_graphql::Result<T> {
+pub(crate) async fn resolve<T>(body: impl Future<Output = Result<T, AppError>>) -> async_graphql::Result<T> {
     body.await.map_err(|err| err.extend())
 }
 
@@ -26,28 +28,45 @@ pub(crate) fn data<'a, T: Send + Sync + 'static>(ctx: &Context<'a>) -> Result<&'
     ctx.data::<T>().map_err(|e| AppError::Internal(anyhow::anyhow!("missing request data: {}", e.message)))
 }
 
-fn state<'a>(ctx: &Context<'a>) -> Result<(&'a AppState, &'a RequestMeta), AppError> {
-    Ok((data::<AppState>(ctx)?, data::<RequestMeta>(ctx)?))
+/// The application state and this operation's request metadata. Over HTTP the metadata is the
+/// request's; over a WebSocket each operation gets its own (new request id, its own clock).
+pub(crate) fn state<'a>(ctx: &Context<'a>) -> Result<(&'a AppState, Cow<'a, RequestMeta>), AppError> {
+    let state = data::<AppState>(ctx)?;
+    if let Some(meta) = ctx.data_opt::<RequestMeta>() {
+        return Ok((state, Cow::Borrowed(meta)));
+    }
+    let socket = data::<WsConnection>(ctx)?;
+    Ok((state, Cow::Owned(RequestMeta::new(Uuid::new_v4().to_string(), Route::Graphql, socket.client.clone()))))
+}
+
+/// Request data of a WebSocket connection (operations on it build their own [`RequestMeta`]).
+#[derive(Debug, Clone)]
+pub struct WsConnection {
+    /// The User-Agent of the upgrade request.
+    pub client: Option<String>,
 }
 
 fn item(path: ItemPath, input: HouseInput) -> PredictionItem {
-    PredictionItem {
-        path,
-        features: Ok(input.into()),
-        raw_input: serde_json::to_value(input).unwrap_or(serde_json::Value::Null),
-    }
+    let raw_input = serde_json::to_value(&input).unwrap_or(serde_json::Value::Null);
+    PredictionItem { path, features: Ok(input.into()), raw_input }
 }
 
 /// Read operations. `predictPrice`/`predictPrices` are queries (they do not change the model), but
 /// every call is recorded in the prediction log.
 #[Object(name = "Query")]
 impl QueryRoot {
-    /// Prices one house with the default model. Invalid input fails with `BAD_USER_INPUT`
+    /// Prices one house. `model` picks a model (`name` for its highest version, or `name@version`);
+    /// default: the configured default model. Invalid input fails with `BAD_USER_INPUT`
     /// (`extensions.field` names the field) and is logged as rejected.
-    async fn predict_price(&self, ctx: &Context<'_>, input: HouseInput) -> async_graphql::Result<Prediction> {
+    async fn predict_price(
+        &self,
+        ctx: &Context<'_>,
+        input: HouseInput,
+        model: Option<String>,
+    ) -> async_graphql::Result<Prediction> {
         resolve(async {
             let (state, meta) = state(ctx)?;
-            let mut outcomes = state.predict(meta, vec![item(ItemPath::Single, input)]).await?;
+            let mut outcomes = state.predict(&meta, model.as_deref(), vec![item(ItemPath::Single, input)]).await?;
             let outcome = outcomes
                 .pop()
                 .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no outcome for a single prediction")))?;
@@ -56,12 +75,13 @@ impl QueryRoot {
         .await
     }
 
-    /// Prices up to `MAX_BATCH_SIZE` houses. Each item succeeds or fails on its own; all items share
-    /// the request id and are logged in one batch.
+    /// Prices up to `MAX_BATCH_SIZE` houses with one model (`model` as in `predictPrice`). Each
+    /// item succeeds or fails on its own; all items share the request id and are logged together.
     async fn predict_prices(
         &self,
         ctx: &Context<'_>,
         inputs: Vec<HouseInput>,
+        model: Option<String>,
     ) -> async_graphql::Result<Vec<BatchPredictionItem>> {
         resolve(async {
             let (state, meta) = state(ctx)?;
@@ -70,10 +90,10 @@ impl QueryRoot {
                 let error =
                     AppError::invalid("inputs", format!("must hold between 1 and {max} items, got {}", inputs.len()));
                 let raw = serde_json::json!({ "batchSize": inputs.len() });
-                return Err(state.reject(meta, error, raw).await);
+                return Err(state.reject(&meta, error, raw).await);
             }
             let items = inputs.into_iter().enumerate().map(|(i, input)| item(ItemPath::Batch(i), input)).collect();
-            let outcomes = state.predict(meta, items).await?;
+            let outcomes = state.predict(&meta, model.as_deref(), items).await?;
             outcomes
                 .into_iter()
                 .enumerate()
@@ -154,23 +174,52 @@ impl QueryRoot {
         .await
     }
 
-    /// The model that answers requests by default.
-    async fn model(&self, ctx: &Context<'_>) -> async_graphql::Result<ModelInfo> {
-        resolve(async { Ok(ModelInfo::new(data::<AppState>(ctx)?.models.default_model(), true)) }).await
+    /// A loaded model by `name` (highest version) or `name@version`; without `name`, the default
+    /// model. `BAD_USER_INPUT` if there is no such model.
+    async fn model(&self, ctx: &Context<'_>, name: Option<String>) -> async_graphql::Result<ModelInfo> {
+        resolve(async {
+            let set = data::<AppState>(ctx)?.models.snapshot();
+            let model = AppState::choose_model(&set, name.as_deref()).map_err(|_| {
+                AppError::invalid("name", format!("unknown model {name:?}; loaded: {}", set.ids().join(", ")))
+            })?;
+            Ok(ModelInfo::new(&model, &set))
+        })
+        .await
     }
 
-    /// Every loaded model version.
+    /// Every loaded model version, with its card metadata and holdout metrics.
     async fn models(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ModelInfo>> {
         resolve(async {
-            let models = &data::<AppState>(ctx)?.models;
-            let default = models.default_model();
-            Ok(models.models().iter().map(|m| ModelInfo::new(m, Arc::ptr_eq(m, default))).collect())
+            let set = data::<AppState>(ctx)?.models.snapshot();
+            Ok(set.models().iter().map(|m| ModelInfo::new(m, &set)).collect())
         })
         .await
     }
 }
 
+/// PostgreSQL's timestamptz range starts in 4713 BC; reject what it would refuse as input errors.
+fn check_time(field: &str, t: Option<chrono::DateTime<chrono::Utc>>) -> Result<(), AppError> {
+    match t {
+        Some(t) if t.year() < -4712 || t.year() > 294_275 => {
+            Err(AppError::invalid(field, "is outside the supported range (4713 BC to 294275 AD)"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_text(field: &str, s: &Option<String>) -> Result<(), AppError> {
+    match s {
+        Some(s) if s.contains('\0') => Err(AppError::invalid(field, "must not contain NUL characters")),
+        _ => Ok(()),
+    }
+}
+
 fn history_filter(f: PredictionFilter) -> Result<PredictionFilter, AppError> {
+    check_time("filter.from", f.from)?;
+    check_time("filter.to", f.to)?;
+    check_text("filter.modelName", &f.model_name)?;
+    check_text("filter.modelVersion", &f.model_version)?;
+    check_text("filter.requestId", &f.request_id)?;
     if let (Some(from), Some(to)) = (f.from, f.to)
         && from > to
     {

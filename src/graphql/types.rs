@@ -7,10 +7,13 @@ use chrono::{DateTime, Utc};
 
 use crate::error::AppError;
 use crate::log::{LogRecord, PredictionStatus};
-use crate::model::{HouseFeatures, LoadedModel};
+use crate::model::{Feature, FeatureValue, HouseFeatures, LoadedModel, ModelSet};
 
-/// The features of one house to price.
-#[derive(Debug, Clone, Copy, InputObject, serde::Serialize)]
+/// The features of one house to price. The first three are required (the seed service's inputs);
+/// the others are optional: a model that needs one you did not send uses the imputation value from
+/// its card and lists the feature in `Prediction.imputedFeatures`. Category values must be among
+/// the model's `features.categories`.
+#[derive(Debug, Clone, InputObject, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HouseInput {
     /// Above-ground living area in square feet (Ames `Gr_Liv_Area`); 100 to 100,000.
@@ -19,11 +22,90 @@ pub struct HouseInput {
     pub bedrooms: i32,
     /// Full bathrooms plus 0.5 per half bathroom, above grade; 0 to 50.
     pub bathrooms: f64,
+    /// Lot size in square feet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lot_area: Option<f64>,
+    /// Original construction year.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub year_built: Option<i32>,
+    /// Remodel year (the construction year if never remodelled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub year_remodeled: Option<i32>,
+    /// Total basement area in square feet (0 without a basement).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basement_sq_ft: Option<f64>,
+    /// Basement bathrooms, a half bath counting 0.5.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basement_bathrooms: Option<f64>,
+    /// Garage size in car capacity (0 without a garage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub garage_cars: Option<i32>,
+    /// Garage area in square feet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub garage_area: Option<f64>,
+    /// Number of fireplaces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fireplaces: Option<i32>,
+    /// Kitchens above grade.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kitchens: Option<i32>,
+    /// Whether the house has central air conditioning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub central_air: Option<bool>,
+    /// Overall condition: `Very_Poor`, `Poor`, `Fair`, `Below_Average`, `Average`, `Above_Average`,
+    /// `Good`, `Very_Good`, `Excellent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overall_condition: Option<String>,
+    /// Neighbourhood within Ames, e.g. `North_Ames`, `College_Creek` (see `model.features`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neighborhood: Option<String>,
+    /// Style of dwelling, e.g. `One_Story`, `Two_Story`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub house_style: Option<String>,
+    /// Type of dwelling: `OneFam`, `TwoFmCon`, `Duplex`, `Twnhs`, `TwnhsE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub building_type: Option<String>,
+    /// Heating quality: `Excellent`, `Good`, `Typical`, `Fair`, `Poor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heating_quality: Option<String>,
+    /// Foundation: `PConc`, `CBlock`, `BrkTil`, `Slab`, `Stone`, `Wood`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub foundation: Option<String>,
+    /// Sale condition, e.g. `Normal`, `Partial` (new construction), `Abnorml`, `Family`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sale_condition: Option<String>,
 }
 
 impl From<HouseInput> for HouseFeatures {
     fn from(input: HouseInput) -> Self {
-        Self { square_feet: input.square_feet, bedrooms: i64::from(input.bedrooms), bathrooms: input.bathrooms }
+        use FeatureValue::{Category, Number};
+        let number = |v: Option<f64>| v.map(Number);
+        let int = |v: Option<i32>| v.map(|v| Number(f64::from(v)));
+        let optional = [
+            (Feature::LotArea, number(input.lot_area)),
+            (Feature::YearBuilt, int(input.year_built)),
+            (Feature::YearRemodeled, int(input.year_remodeled)),
+            (Feature::BasementSqFt, number(input.basement_sq_ft)),
+            (Feature::BasementBathrooms, number(input.basement_bathrooms)),
+            (Feature::GarageCars, int(input.garage_cars)),
+            (Feature::GarageArea, number(input.garage_area)),
+            (Feature::Fireplaces, int(input.fireplaces)),
+            (Feature::Kitchens, int(input.kitchens)),
+            (Feature::CentralAir, input.central_air.map(|yes| Number(if yes { 1.0 } else { 0.0 }))),
+            (Feature::OverallCondition, input.overall_condition.map(Category)),
+            (Feature::Neighborhood, input.neighborhood.map(Category)),
+            (Feature::HouseStyle, input.house_style.map(Category)),
+            (Feature::BuildingType, input.building_type.map(Category)),
+            (Feature::HeatingQuality, input.heating_quality.map(Category)),
+            (Feature::Foundation, input.foundation.map(Category)),
+            (Feature::SaleCondition, input.sale_condition.map(Category)),
+        ];
+        Self {
+            square_feet: input.square_feet,
+            bedrooms: i64::from(input.bedrooms),
+            bathrooms: input.bathrooms,
+            optional: optional.into_iter().filter_map(|(f, v)| Some((f, v?))).collect(),
+        }
     }
 }
 
@@ -51,6 +133,9 @@ pub struct Prediction {
     pub created_at: DateTime<Utc>,
     /// Microseconds spent handling the request before logging.
     pub latency_us: i64,
+    /// Features the model needed but the input did not give, filled with the card's imputation
+    /// values (empty when the input was complete for this model).
+    pub imputed_features: Vec<String>,
 }
 
 impl Prediction {
@@ -66,6 +151,7 @@ impl Prediction {
                 .ok_or_else(|| AppError::Internal(anyhow::anyhow!("row {} has no model", record.id)))?,
             created_at: record.created_at,
             latency_us: record.latency_us,
+            imputed_features: record.imputed_features.clone(),
         })
     }
 }
@@ -144,6 +230,21 @@ pub struct PredictionRecord {
     pub latency_us: i64,
     /// Why it was not priced (null when `status` is `OK`).
     pub error: Option<PredictionError>,
+    /// Features the model imputed.
+    pub imputed_features: Vec<String>,
+    /// Every feature value the model used, after imputation (null unless `OK`).
+    pub model_features: Option<Json<serde_json::Value>>,
+    /// The shadow model's price for the same input, once scored (null without a shadow model).
+    pub shadow: Option<ShadowPrice>,
+}
+
+/// A shadow (challenger) model's price for a logged prediction.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct ShadowPrice {
+    /// The shadow model's price, USD.
+    pub price: f64,
+    /// The shadow model.
+    pub model: ModelRef,
 }
 
 impl From<&LogRecord> for PredictionRecord {
@@ -167,6 +268,14 @@ impl From<&LogRecord> for PredictionRecord {
                 field: r.error_field.clone(),
                 message: r.error_message.clone().unwrap_or_default(),
             }),
+            imputed_features: r.imputed_features.clone(),
+            model_features: r.features.clone().map(Json),
+            shadow: match (r.shadow_price, &r.shadow_model_name, &r.shadow_model_version) {
+                (Some(price), Some(name), Some(version)) => {
+                    Some(ShadowPrice { price, model: ModelRef { name: name.clone(), version: version.clone() } })
+                }
+                _ => None,
+            },
         }
     }
 }
@@ -204,23 +313,31 @@ pub struct PredictionConnection {
     pub page_info: PageInfo,
 }
 
-/// A feature a model takes, with the range it was trained on.
+/// A feature a model takes, with what it saw in training.
 #[derive(Debug, Clone, SimpleObject)]
 pub struct FeatureInfo {
     /// `HouseInput` field name.
     pub name: String,
+    /// `numeric`, `boolean` or `categorical`.
+    pub kind: String,
+    /// Whether clients must send it.
+    pub required: bool,
     /// How it is derived from the Ames columns.
     pub source: String,
     /// Unit.
     pub unit: String,
     /// Meaning.
     pub description: String,
-    /// Smallest training value.
-    pub min: f64,
-    /// Largest training value.
-    pub max: f64,
-    /// Mean training value.
-    pub mean: f64,
+    /// Smallest training value (numeric features).
+    pub min: Option<f64>,
+    /// Largest training value (numeric features).
+    pub max: Option<f64>,
+    /// Mean training value (numeric features).
+    pub mean: Option<f64>,
+    /// Accepted labels (categorical features).
+    pub categories: Option<Vec<String>>,
+    /// Value used when the client does not send the feature.
+    pub imputation: Json<serde_json::Value>,
 }
 
 /// Holdout metrics of a model.
@@ -253,6 +370,8 @@ pub struct ModelInfo {
     pub algorithm: String,
     /// Whether it answers requests by default.
     pub is_default: bool,
+    /// Whether it is the shadow model scoring every prediction.
+    pub is_shadow: bool,
     /// Input features with training ranges.
     pub features: Vec<FeatureInfo>,
     /// Holdout metrics.
@@ -267,7 +386,9 @@ pub struct ModelInfo {
 
 impl ModelInfo {
     /// From a loaded model.
-    pub fn new(model: &LoadedModel, is_default: bool) -> Self {
+    pub fn new(model: &LoadedModel, set: &ModelSet) -> Self {
+        let is_default = std::ptr::eq(model, set.default_model().as_ref());
+        let is_shadow = set.shadow_model().is_some_and(|s| std::ptr::eq(model, s.as_ref()));
         let card = &model.card;
         Self {
             name: card.name.clone(),
@@ -275,17 +396,25 @@ impl ModelInfo {
             description: card.description.clone(),
             algorithm: card.algorithm.clone(),
             is_default,
+            is_shadow,
             features: card
                 .features
                 .iter()
                 .map(|f| FeatureInfo {
                     name: f.name.clone(),
+                    kind: serde_json::to_value(f.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    required: f.required,
                     source: f.source.clone(),
                     unit: f.unit.clone(),
                     description: f.description.clone(),
                     min: f.min,
                     max: f.max,
                     mean: f.mean,
+                    categories: f.categories.clone(),
+                    imputation: Json(serde_json::to_value(&f.imputation).unwrap_or_default()),
                 })
                 .collect(),
             metrics: ModelMetrics {
@@ -301,4 +430,19 @@ impl ModelInfo {
             trained_at: card.trained_at,
         }
     }
+}
+
+/// What `reloadModels` did.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct ReloadResult {
+    /// Every model now serving.
+    pub models: Vec<ModelInfo>,
+    /// `name@version` newly loaded.
+    pub added: Vec<String>,
+    /// `name@version` no longer served.
+    pub removed: Vec<String>,
+    /// `name@version` answering by default now.
+    pub default_model: String,
+    /// `name@version` of the shadow model, if any.
+    pub shadow_model: Option<String>,
 }

@@ -1,9 +1,10 @@
 //! The request log: row type, SQL, and the batching writer.
 
 pub mod record;
+pub mod shadow;
 pub mod store;
 pub mod writer;
 
-pub use record::{LogRecord, PredictionStatus};
+pub use record::{LogRecord, PredictionStatus, without_nul};
 pub use store::{Cursor, HistoryFilter};
 pub use writer::{LogError, LogWriter};

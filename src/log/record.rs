@@ -80,4 +80,42 @@ pub struct LogRecord {
     pub model_version: Option<String>,
     /// Handling time, µs, excluding the log commit.
     pub latency_us: i64,
+    /// Features the model imputed because the client did not send them.
+    pub imputed_features: Vec<String>,
+    /// Every feature value the model used, after imputation (`{"squareFeet": 1500, ...}`).
+    pub features: Option<serde_json::Value>,
+    /// The shadow model's price for the same input (filled in after the commit, off the response path).
+    pub shadow_price: Option<f64>,
+    /// Shadow model name.
+    pub shadow_model_name: Option<String>,
+    /// Shadow model version.
+    pub shadow_model_version: Option<String>,
+    /// The parsed input, kept in memory for shadow scoring; not a column.
+    #[sqlx(skip)]
+    pub house: Option<crate::model::HouseFeatures>,
+}
+
+/// Replaces U+0000 (which PostgreSQL text and jsonb reject) in every string and key of `value`.
+pub fn without_nul(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let clean = |s: String| if s.contains('\0') { s.replace('\0', "\u{FFFD}") } else { s };
+    match value {
+        Value::String(s) => Value::String(clean(s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (clean(k), without_nul(v))).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_are_replaced_everywhere() {
+        let dirty = serde_json::json!({ "a\u{0}": ["x\u{0}y", 1, { "k": "\u{0}" }] });
+        let clean = without_nul(dirty);
+        assert_eq!(clean, serde_json::json!({ "a\u{FFFD}": ["x\u{FFFD}y", 1, { "k": "\u{FFFD}" }] }));
+        assert!(!clean.to_string().contains("\\u0000"));
+    }
 }

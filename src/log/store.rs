@@ -21,11 +21,22 @@ pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()
         "insert into prediction_log (
              id, request_id, item_index, created_at, route, operation, client, status,
              error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
-             raw_input, price, model_name, model_version, latency_us)
-         select * from unnest(
+             raw_input, price, model_name, model_version, latency_us, imputed_features, features)
+         select id, request_id, item_index, created_at, route, operation, client, status,
+             error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
+             raw_input, price, model_name, model_version, latency_us,
+             -- text[][] cannot be unnested row-wise, so each row's list travels as one jsonb array.
+             array(select jsonb_array_elements_text(imputed)), features
+         from unnest(
              $1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
              $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::int4[],
-             $14::float8[], $15::jsonb[], $16::float8[], $17::text[], $18::text[], $19::int8[])",
+             $14::float8[], $15::jsonb[], $16::float8[], $17::text[], $18::text[], $19::int8[],
+             $20::jsonb[], $21::jsonb[])
+           as t(id, request_id, item_index, created_at, route, operation, client, status,
+             error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
+             raw_input, price, model_name, model_version, latency_us, imputed, features)
+         -- A retried batch whose first commit did succeed must not fail on its own rows.
+         on conflict (id) do nothing",
     )
     .bind(column!(id))
     .bind(column!(request_id))
@@ -46,6 +57,8 @@ pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()
     .bind(column!(model_name))
     .bind(column!(model_version))
     .bind(column!(latency_us))
+    .bind(rows.iter().map(|r| serde_json::json!(r.imputed_features)).collect::<Vec<_>>())
+    .bind(column!(features))
     .execute(pool)
     .await?;
     Ok(())
@@ -53,8 +66,32 @@ pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()
 
 const SELECT_COLUMNS: &str = "select id, request_id, item_index, created_at, route, operation, client, status,
         error_code, error_field, error_message, square_feet, bedrooms, bathrooms, raw_input, price,
-        model_name, model_version, latency_us
+        model_name, model_version, latency_us, imputed_features, features,
+        shadow_price, shadow_model_name, shadow_model_version
    from prediction_log";
+
+/// Records shadow prices for committed rows (one statement per batch).
+pub async fn set_shadow_prices(
+    pool: &PgPool,
+    ids: &[Uuid],
+    prices: &[f64],
+    model_name: &str,
+    model_version: &str,
+) -> sqlx::Result<u64> {
+    let result = sqlx::query(
+        "update prediction_log l
+            set shadow_price = s.price, shadow_model_name = $3, shadow_model_version = $4, shadow_scored_at = now()
+           from unnest($1::uuid[], $2::float8[]) as s(id, price)
+          where l.id = s.id",
+    )
+    .bind(ids)
+    .bind(prices)
+    .bind(model_name)
+    .bind(model_version)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
 
 /// One row by id.
 pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<LogRecord>> {

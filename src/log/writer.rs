@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::record::LogRecord;
+use super::shadow::ShadowScorer;
 use super::store;
 use crate::config::{LogMode, LogWriterConfig};
 
@@ -26,6 +27,10 @@ use crate::config::{LogMode, LogWriterConfig};
 const ASYNC_RETRY_DELAYS: [Duration; 3] = [Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5)];
 /// Committed rows kept for slow subscribers before they skip ahead.
 const EVENT_CAPACITY: usize = 4_096;
+/// Longest one INSERT may take before its waiters are failed (a stalled database must not hang
+/// requests or shutdown forever). A statement that commits later is harmless: inserts are
+/// idempotent on the row id.
+const INSERT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why rows could not be logged. Every variant means: the request must not be answered OK.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -63,13 +68,14 @@ struct Inner {
 }
 
 impl LogWriter {
-    /// Starts the writer task.
-    pub fn spawn(pool: PgPool, config: &LogWriterConfig) -> Self {
+    /// Starts the writer task. Committed `ok` rows are handed to `shadow` when given.
+    pub fn spawn(pool: PgPool, config: &LogWriterConfig, shadow: Option<ShadowScorer>) -> Self {
         let (tx, rx) = mpsc::channel(config.log_queue_capacity.max(1));
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let stop = CancellationToken::new();
         let task = Task {
             pool,
+            shadow,
             events: events.clone(),
             stop: stop.clone(),
             batch_size: config.log_batch_size.max(1),
@@ -124,6 +130,7 @@ impl LogWriter {
 
 struct Task {
     pool: PgPool,
+    shadow: Option<ShadowScorer>,
     events: broadcast::Sender<Arc<LogRecord>>,
     stop: CancellationToken,
     batch_size: usize,
@@ -190,36 +197,47 @@ impl Task {
     async fn flush(&self, batch: Vec<Job>) {
         let rows: Vec<&LogRecord> = batch.iter().flat_map(|job| &job.records).collect();
         let started = Instant::now();
-        let result = store::insert_batch(&self.pool, &rows).await;
+        let result = insert(&self.pool, &rows).await;
         metrics::histogram!("prediction_log_batch_rows").record(rows.len() as f64);
         metrics::histogram!("prediction_log_commit_seconds").record(started.elapsed().as_secs_f64());
+        drop(rows);
         match result {
-            Ok(()) => {
-                metrics::counter!("prediction_log_rows_written_total").increment(rows.len() as u64);
+            Ok(()) => batch.into_iter().for_each(|job| self.committed(job)),
+            // Bad data in one job (a value PostgreSQL refuses) must not fail the others: write
+            // each job alone so only the culprit fails.
+            Err(err) if batch.len() > 1 && is_data_error(&err) => {
+                tracing::warn!(error = %err, jobs = batch.len(), "batch refused by the database; writing jobs one by one");
                 for job in batch {
-                    metrics::histogram!("prediction_log_queue_wait_seconds")
-                        .record(job.queued_at.elapsed().as_secs_f64());
-                    self.committed(job);
-                }
-            }
-            Err(err) => {
-                metrics::counter!("prediction_log_write_failures_total").increment(1);
-                tracing::error!(error = %err, rows = rows.len(), "prediction log batch insert failed");
-                let failure = LogError::Insert(err.to_string());
-                let mut retry = Vec::new();
-                for job in batch {
-                    match job.done {
-                        // A client is waiting: fail it now rather than hold it through retries.
-                        Some(done) => {
-                            let _ = done.send(Err(failure.clone()));
-                        }
-                        None => retry.push(job),
+                    let rows: Vec<&LogRecord> = job.records.iter().collect();
+                    let result = insert(&self.pool, &rows).await;
+                    drop(rows);
+                    match result {
+                        Ok(()) => self.committed(job),
+                        Err(err) => self.failed(vec![job], err).await,
                     }
                 }
-                if !retry.is_empty() {
-                    self.retry(retry).await;
-                }
             }
+            Err(err) => self.failed(batch, err).await,
+        }
+    }
+
+    async fn failed(&self, jobs: Vec<Job>, err: InsertError) {
+        metrics::counter!("prediction_log_write_failures_total").increment(1);
+        let rows: usize = jobs.iter().map(|job| job.records.len()).sum();
+        tracing::error!(error = %err, rows, "prediction log insert failed");
+        let failure = LogError::Insert(err.to_string());
+        let mut retry = Vec::new();
+        for job in jobs {
+            match job.done {
+                // A client is waiting: fail it now rather than hold it through retries.
+                Some(done) => {
+                    let _ = done.send(Err(failure.clone()));
+                }
+                None => retry.push(job),
+            }
+        }
+        if !retry.is_empty() {
+            self.retry(retry).await;
         }
     }
 
@@ -228,9 +246,8 @@ impl Task {
         let rows: Vec<&LogRecord> = jobs.iter().flat_map(|job| &job.records).collect();
         for delay in ASYNC_RETRY_DELAYS {
             tokio::time::sleep(delay).await;
-            match store::insert_batch(&self.pool, &rows).await {
+            match insert(&self.pool, &rows).await {
                 Ok(()) => {
-                    metrics::counter!("prediction_log_rows_written_total").increment(rows.len() as u64);
                     drop(rows);
                     jobs.into_iter().for_each(|job| self.committed(job));
                     return;
@@ -243,12 +260,44 @@ impl Task {
     }
 
     fn committed(&self, job: Job) {
+        metrics::counter!("prediction_log_rows_written_total").increment(job.records.len() as u64);
+        metrics::histogram!("prediction_log_queue_wait_seconds").record(job.queued_at.elapsed().as_secs_f64());
         if let Some(done) = job.done {
             let _ = done.send(Ok(()));
+        }
+        if let Some(shadow) = &self.shadow {
+            shadow.submit(job.records.iter().filter_map(|r| Some((r.id, r.house.clone()?))));
         }
         for record in job.records {
             // No receivers is fine: nobody is subscribed.
             let _ = self.events.send(Arc::new(record));
         }
+    }
+}
+
+/// A failed insert: the database's error, or the statement outlived [`INSERT_TIMEOUT`].
+#[derive(Debug, thiserror::Error)]
+enum InsertError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("insert did not finish within {INSERT_TIMEOUT:?}")]
+    Timeout,
+}
+
+async fn insert(pool: &PgPool, rows: &[&LogRecord]) -> Result<(), InsertError> {
+    match tokio::time::timeout(INSERT_TIMEOUT, store::insert_batch(pool, rows)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(InsertError::Timeout),
+    }
+}
+
+/// SQLSTATE class 22 (data exception) or 23 (integrity constraint): the rows, not the database,
+/// are at fault.
+fn is_data_error(err: &InsertError) -> bool {
+    match err {
+        InsertError::Database(sqlx::Error::Database(db)) => {
+            db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
+        }
+        _ => false,
     }
 }

@@ -1,31 +1,115 @@
-//! The serialized estimator: a postcard-encoded, versioned envelope around a smartcore model.
+//! The serialized model: a postcard-encoded, versioned envelope around a [`Pipeline`] (feature
+//! encoding + smartcore estimator).
 //!
 //! postcard is a plain serde data format: decoding cannot execute code (unlike pickle), and the
 //! checksum in the card is verified *before* decoding, so a tampered or truncated file is refused.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::linear_regression::LinearRegression;
+use smartcore::linear::ridge_regression::RidgeRegression;
+use smartcore::xgboost::XGRegressor;
 
-/// Bumped whenever [`Estimator`]'s encoding changes, so old artifacts fail loudly instead of
+use super::features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
+
+/// Bumped whenever the envelope's encoding changes, so old artifacts fail loudly instead of
 /// decoding into garbage.
-pub const ARTIFACT_FORMAT: u32 = 1;
+pub const ARTIFACT_FORMAT: u32 = 2;
 
-/// smartcore's ordinary least squares on dense f64 rows.
+/// smartcore ordinary least squares on dense f64 rows.
 pub type LinearModel = LinearRegression<f64, f64, DenseMatrix<f64>, Vec<f64>>;
+/// smartcore ridge regression.
+pub type RidgeModel = RidgeRegression<f64, f64, DenseMatrix<f64>, Vec<f64>>;
+/// smartcore gradient-boosted trees.
+pub type BoostedModel = XGRegressor<f64, f64, DenseMatrix<f64>, Vec<f64>>;
 
 /// A fitted estimator. New model families are added as variants.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Estimator {
     /// Ordinary least squares.
     Linear(LinearModel),
+    /// L2-regularised least squares.
+    Ridge(RidgeModel),
+    /// Gradient-boosted regression trees.
+    Boosted(BoostedModel),
+}
+
+/// How one input feature becomes model columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Column {
+    /// One column: the value (or `impute` when missing), optionally `ln(1 + x)`.
+    Numeric {
+        /// The input.
+        feature: Feature,
+        /// Used when the client did not send the feature (training median, or mode for flags).
+        impute: f64,
+        /// Whether to take `ln(1 + x)` (skewed areas, for linear models).
+        log1p: bool,
+    },
+    /// One 0/1 column per level; unknown labels are refused.
+    OneHot {
+        /// The input.
+        feature: Feature,
+        /// Levels seen in training, in column order.
+        levels: Vec<String>,
+        /// Used when the client did not send the feature (training mode).
+        impute: String,
+    },
+}
+
+impl Column {
+    /// The input feature.
+    pub fn feature(&self) -> Feature {
+        match self {
+            Column::Numeric { feature, .. } | Column::OneHot { feature, .. } => *feature,
+        }
+    }
+
+    /// The imputation value, as stored in the card.
+    pub fn imputation(&self) -> FeatureValue {
+        match self {
+            Column::Numeric { impute, .. } => FeatureValue::Number(*impute),
+            Column::OneHot { impute, .. } => FeatureValue::Category(impute.clone()),
+        }
+    }
+}
+
+/// Turns houses into estimator rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Encoder {
+    /// Input columns in estimator order.
+    pub columns: Vec<Column>,
+}
+
+/// Encoding + estimator: everything needed to turn a [`HouseFeatures`] into a price.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Pipeline {
+    /// Feature encoding.
+    pub encoder: Encoder,
+    /// Whether the estimator predicts `ln(price)`.
+    pub log_target: bool,
+    /// The fitted estimator.
+    pub estimator: Estimator,
+}
+
+/// One house, encoded for the estimator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    /// Estimator input row.
+    pub row: Vec<f64>,
+    /// Features the model needed but the client did not send (imputed from the card).
+    pub imputed: Vec<Feature>,
+    /// The value of every feature the model used, after imputation (logged for drift analysis).
+    pub values: BTreeMap<Feature, FeatureValue>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     format: u32,
-    estimator: Estimator,
+    pipeline: Pipeline,
 }
 
 /// Why an artifact could not be used.
@@ -58,15 +142,61 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-impl Estimator {
-    /// Encodes the estimator; the same fitted model always gives the same bytes.
+impl Encoder {
+    /// Input features the model uses, in column order.
+    pub fn features(&self) -> Vec<Feature> {
+        self.columns.iter().map(Column::feature).collect()
+    }
+
+    /// Encodes one house: imputes missing features, refuses unknown categories.
+    pub fn encode(&self, house: &HouseFeatures) -> Result<Encoded, InvalidFeature> {
+        let mut row = Vec::with_capacity(self.columns.len());
+        let mut imputed = Vec::new();
+        let mut values = BTreeMap::new();
+        for column in &self.columns {
+            let feature = column.feature();
+            let value = match house.get(feature) {
+                Some(value) => value,
+                None => {
+                    imputed.push(feature);
+                    column.imputation()
+                }
+            };
+            match (column, &value) {
+                (Column::Numeric { log1p, .. }, FeatureValue::Number(x)) => {
+                    row.push(if *log1p { x.max(0.0).ln_1p() } else { *x })
+                }
+                (Column::OneHot { levels, .. }, FeatureValue::Category(label)) => {
+                    if !levels.contains(label) {
+                        return Err(InvalidFeature {
+                            feature,
+                            message: format!("unknown value {label:?}; allowed: {}", levels.join(", ")),
+                        });
+                    }
+                    row.extend(levels.iter().map(|level| if level == label { 1.0 } else { 0.0 }));
+                }
+                (Column::Numeric { .. }, FeatureValue::Category(_)) => {
+                    return Err(InvalidFeature { feature, message: "must be a number".to_owned() });
+                }
+                (Column::OneHot { levels, .. }, FeatureValue::Number(_)) => {
+                    return Err(InvalidFeature { feature, message: format!("must be one of: {}", levels.join(", ")) });
+                }
+            }
+            values.insert(feature, value);
+        }
+        Ok(Encoded { row, imputed, values })
+    }
+}
+
+impl Pipeline {
+    /// Encodes the pipeline; the same fitted model always gives the same bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
         #[derive(Serialize)]
         struct EnvelopeRef<'a> {
             format: u32,
-            estimator: &'a Estimator,
+            pipeline: &'a Pipeline,
         }
-        postcard::to_allocvec(&EnvelopeRef { format: ARTIFACT_FORMAT, estimator: self })
+        postcard::to_allocvec(&EnvelopeRef { format: ARTIFACT_FORMAT, pipeline: self })
     }
 
     /// Verifies `bytes` against `expected_sha256`, then decodes them.
@@ -75,14 +205,22 @@ impl Estimator {
         if !actual.eq_ignore_ascii_case(expected_sha256) {
             return Err(ArtifactError::ChecksumMismatch { expected: expected_sha256.to_owned(), actual });
         }
-        let envelope: Envelope = postcard::from_bytes(bytes).map_err(ArtifactError::Decode)?;
-        if envelope.format != ARTIFACT_FORMAT {
-            return Err(ArtifactError::UnsupportedFormat { found: envelope.format });
+        // The format number is the envelope's first field: read it alone first, so an artifact of
+        // another format is reported as such rather than as a decoding error.
+        let (format, _) = postcard::take_from_bytes::<u32>(bytes).map_err(ArtifactError::Decode)?;
+        if format != ARTIFACT_FORMAT {
+            return Err(ArtifactError::UnsupportedFormat { found: format });
         }
-        Ok(envelope.estimator)
+        let envelope: Envelope = postcard::from_bytes(bytes).map_err(ArtifactError::Decode)?;
+        Ok(envelope.pipeline)
     }
 
-    /// Predicts one value per row. Rows must have the model's feature count.
+    /// Encodes one house (see [`Encoder::encode`]).
+    pub fn encode(&self, house: &HouseFeatures) -> Result<Encoded, InvalidFeature> {
+        self.encoder.encode(house)
+    }
+
+    /// Prices encoded rows (all of the pipeline's width).
     pub fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, ArtifactError> {
         if rows.is_empty() {
             return Ok(Vec::new());
@@ -90,8 +228,12 @@ impl Estimator {
         let ncols = rows[0].len();
         let flat: Vec<f64> = rows.iter().flatten().copied().collect();
         let x = DenseMatrix::new(rows.len(), ncols, flat, false).map_err(|e| ArtifactError::Predict(e.to_string()))?;
-        match self {
-            Estimator::Linear(model) => model.predict(&x).map_err(|e| ArtifactError::Predict(e.to_string())),
+        let raw = match &self.estimator {
+            Estimator::Linear(m) => m.predict(&x),
+            Estimator::Ridge(m) => m.predict(&x),
+            Estimator::Boosted(m) => m.predict(&x),
         }
+        .map_err(|e| ArtifactError::Predict(e.to_string()))?;
+        Ok(if self.log_target { raw.into_iter().map(f64::exp).collect() } else { raw })
     }
 }

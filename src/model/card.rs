@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::features::{FeatureKind, FeatureValue};
+
 /// File name of the card inside a model version directory.
 pub const CARD_FILE: &str = "card.json";
 
@@ -16,7 +18,7 @@ pub struct ModelCard {
     pub version: String,
     /// One sentence on what the model is.
     pub description: String,
-    /// The estimator, e.g. `smartcore LinearRegression (QR)`.
+    /// The estimator, e.g. `smartcore LinearRegression (QR)`, and whether it fits `ln(price)`.
     pub algorithm: String,
     /// What is predicted.
     pub target: TargetSpec,
@@ -28,6 +30,8 @@ pub struct ModelCard {
     pub training: TrainingInfo,
     /// The serialized estimator and its checksum.
     pub artifact: ArtifactInfo,
+    /// Distribution of the model's predictions on its training rows, the reference for drift.
+    pub prediction_reference: Distribution,
     /// When `train` produced this version.
     pub trained_at: DateTime<Utc>,
 }
@@ -46,18 +50,49 @@ pub struct TargetSpec {
 pub struct FeatureSpec {
     /// API name (the `HouseInput` field).
     pub name: String,
+    /// Value type.
+    pub kind: FeatureKind,
+    /// Whether clients must send it (the seed's three inputs); others are imputed when missing.
+    pub required: bool,
     /// How the feature is derived from the training data's columns.
     pub source: String,
     /// Unit of the value.
     pub unit: String,
     /// What the feature means.
     pub description: String,
-    /// Smallest value in the training rows.
-    pub min: f64,
-    /// Largest value in the training rows.
-    pub max: f64,
-    /// Mean over the training rows.
-    pub mean: f64,
+    /// Smallest training value (numeric and boolean features).
+    pub min: Option<f64>,
+    /// Largest training value (numeric and boolean features).
+    pub max: Option<f64>,
+    /// Mean training value (numeric and boolean features).
+    pub mean: Option<f64>,
+    /// Labels seen in training (categorical features); others are refused.
+    pub categories: Option<Vec<String>>,
+    /// Value used when a client does not send the feature: the training median (numeric), mode
+    /// (boolean, categorical).
+    pub imputation: FeatureValue,
+    /// Distribution of the feature over the training rows, the reference for drift analysis.
+    pub reference: Distribution,
+}
+
+/// A reference distribution: quantile bins for numbers, label counts for categories.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Distribution {
+    /// `edges` are the inner bin edges (training deciles, duplicates removed); bin `i` holds values
+    /// in `(edges[i-1], edges[i]]`, the first bin everything ≤ `edges[0]`, the last everything
+    /// above the last edge. `counts` has `edges.len() + 1` entries.
+    Bins {
+        /// Inner bin edges, ascending.
+        edges: Vec<f64>,
+        /// Training rows per bin.
+        counts: Vec<u64>,
+    },
+    /// Training rows per label.
+    Categories {
+        /// Label → rows.
+        counts: std::collections::BTreeMap<String, u64>,
+    },
 }
 
 /// Regression metrics on the holdout set.
@@ -118,4 +153,45 @@ impl ModelCard {
     pub fn id(&self) -> String {
         format!("{}@{}", self.name, self.version)
     }
+}
+
+/// The README's model table, from every card under `root` (one row per version, ordered by name
+/// and version directory).
+pub fn markdown_table(root: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let mut cards = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(root)
+        .with_context(|| format!("cannot read {}", root.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    for name in names.iter().filter(|p| p.is_dir()) {
+        let mut versions: Vec<_> = std::fs::read_dir(name)?.filter_map(Result::ok).map(|e| e.path()).collect();
+        versions.sort();
+        for dir in versions {
+            let path = dir.join(CARD_FILE);
+            if path.is_file() {
+                let card: ModelCard = serde_json::from_slice(&std::fs::read(&path)?)
+                    .with_context(|| format!("invalid card {}", path.display()))?;
+                cards.push(card);
+            }
+        }
+    }
+    let mut out = String::from(
+        "| model | version | algorithm | features | MAE (USD) | RMSE (USD) | RMSLE | R² |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for c in &cards {
+        let m = &c.metrics;
+        let features = if c.features.len() <= 3 {
+            c.features.iter().map(|f| format!("`{}`", f.name)).collect::<Vec<_>>().join(", ")
+        } else {
+            format!("{} (3 required, {} optional)", c.features.len(), c.features.len() - 3)
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.4} | {:.4} |\n",
+            c.name, c.version, c.algorithm, features, m.mae, m.rmse, m.rmsle, m.r2
+        ));
+    }
+    Ok(out)
 }

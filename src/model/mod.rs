@@ -1,5 +1,5 @@
-//! The prediction model: input features and their validation, the serialized estimator, model cards,
-//! the registry of loaded versions, and the training pipeline.
+//! The prediction model: input features and their validation, the serialized pipeline, model
+//! cards, the registry of loaded versions, and the training pipeline.
 
 pub mod artifact;
 pub mod card;
@@ -8,5 +8,5 @@ pub mod registry;
 pub mod train;
 
 pub use card::ModelCard;
-pub use features::{Feature, HouseFeatures, InvalidFeature};
-pub use registry::{LoadedModel, ModelLoadError, ModelRegistry};
+pub use features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
+pub use registry::{LoadedModel, ModelLoadError, ModelRegistry, ModelSet, ScoreError, Scored};

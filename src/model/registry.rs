@@ -1,13 +1,18 @@
-//! Loading model versions from `models/<name>/<version>/` and choosing the one that answers.
+//! Loading model versions from `models/<name>/<version>/`, choosing the one that answers, and
+//! swapping the whole set atomically on reload.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::artifact::{ArtifactError, Estimator};
-use super::card::{CARD_FILE, ModelCard};
-use super::features::{Feature, HouseFeatures};
+use arc_swap::ArcSwap;
 
-/// Why the model directory could not be loaded. The server refuses to start on any of these.
+use super::artifact::{ArtifactError, Pipeline};
+use super::card::{CARD_FILE, ModelCard};
+use super::features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
+
+/// Why the model directory could not be loaded. The server refuses to start on any of these, and a
+/// reload that hits one keeps the previous set.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelLoadError {
     /// A file the model needs is absent or unreadable.
@@ -37,22 +42,32 @@ pub enum ModelLoadError {
         #[source]
         source: ArtifactError,
     },
-    /// The card's features are not the ones this build can feed.
-    #[error("model card {path} lists features {found:?}, this build provides {expected:?}")]
+    /// The card does not describe the artifact it sits next to.
+    #[error("model card {path} lists features {card:?}, the artifact uses {artifact:?}")]
     FeatureMismatch {
         /// The card file.
         path: PathBuf,
         /// From the card.
-        found: Vec<String>,
-        /// What [`HouseFeatures::to_row`] produces.
-        expected: Vec<String>,
+        card: Vec<String>,
+        /// From the artifact.
+        artifact: Vec<String>,
+    },
+    /// The directory name does not match the card.
+    #[error("{path} holds model {card_id}; it must live in <name>/<version>/")]
+    Misplaced {
+        /// The version directory.
+        path: PathBuf,
+        /// `name@version` from the card.
+        card_id: String,
     },
     /// No `card.json` anywhere under the model directory.
     #[error("no model found under {0} (expected <name>/<version>/card.json); run `house-price-api train`")]
     Empty(PathBuf),
-    /// The configured default model is not among the loaded ones.
-    #[error("default model {wanted:?} not found; loaded: {available:?}")]
-    UnknownDefault {
+    /// A configured model (default or shadow) is not among the loaded ones.
+    #[error("{role} model {wanted:?} not found; loaded: {available:?}")]
+    UnknownModel {
+        /// `default` or `shadow`.
+        role: &'static str,
         /// The configured `name` or `name@version`.
         wanted: String,
         /// `name@version` of every loaded model.
@@ -60,12 +75,34 @@ pub enum ModelLoadError {
     },
 }
 
+/// A priced house.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// Predicted price, USD.
+    pub price: f64,
+    /// Features the model needed but the client did not send.
+    pub imputed: Vec<Feature>,
+    /// Every feature value the model used, after imputation.
+    pub values: BTreeMap<Feature, FeatureValue>,
+}
+
+/// Why one house could not be priced.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    /// The input does not fit the model (unknown category): the client's fault.
+    #[error(transparent)]
+    Invalid(#[from] InvalidFeature),
+    /// The estimator failed: a server fault.
+    #[error(transparent)]
+    Model(#[from] ArtifactError),
+}
+
 /// A verified, ready-to-predict model version.
 #[derive(Debug)]
 pub struct LoadedModel {
     /// Its card, as read from disk.
     pub card: ModelCard,
-    estimator: Estimator,
+    pipeline: Pipeline,
 }
 
 impl LoadedModel {
@@ -75,21 +112,16 @@ impl LoadedModel {
         let card_bytes = read(&card_path)?;
         let card: ModelCard = serde_json::from_slice(&card_bytes)
             .map_err(|source| ModelLoadError::Card { path: card_path.clone(), source })?;
-        let expected: Vec<String> = Feature::ALL.iter().map(|f| f.graphql_name().to_owned()).collect();
-        let found: Vec<String> = card.features.iter().map(|f| f.name.clone()).collect();
-        if found != expected {
-            return Err(ModelLoadError::FeatureMismatch { path: card_path, found, expected });
-        }
         let artifact_path = dir.join(&card.artifact.file);
         let bytes = read(&artifact_path)?;
-        let estimator = Estimator::from_verified_bytes(&bytes, &card.artifact.sha256)
+        let pipeline = Pipeline::from_verified_bytes(&bytes, &card.artifact.sha256)
             .map_err(|source| ModelLoadError::Artifact { path: artifact_path, source })?;
-        Ok(Self { card, estimator })
-    }
-
-    /// Wraps a freshly trained estimator (used by `train` to evaluate what it is about to write).
-    pub fn from_parts(card: ModelCard, estimator: Estimator) -> Self {
-        Self { card, estimator }
+        let in_card: Vec<String> = card.features.iter().map(|f| f.name.clone()).collect();
+        let in_artifact: Vec<String> = pipeline.encoder.features().iter().map(|f| f.name().to_owned()).collect();
+        if in_card != in_artifact {
+            return Err(ModelLoadError::FeatureMismatch { path: card_path, card: in_card, artifact: in_artifact });
+        }
+        Ok(Self { card, pipeline })
     }
 
     /// `name@version`.
@@ -97,10 +129,31 @@ impl LoadedModel {
         self.card.id()
     }
 
-    /// Prices each house. Inputs must already be validated.
-    pub fn predict(&self, houses: &[HouseFeatures]) -> Result<Vec<f64>, ArtifactError> {
-        let rows: Vec<Vec<f64>> = houses.iter().map(HouseFeatures::to_row).collect();
-        self.estimator.predict(&rows)
+    /// Prices each house; each succeeds or fails on its own. Inputs must already be validated for
+    /// plausibility ([`HouseFeatures::validate`]).
+    pub fn score(&self, houses: &[&HouseFeatures]) -> Vec<Result<Scored, ScoreError>> {
+        let encoded: Vec<_> = houses.iter().map(|h| self.pipeline.encode(h)).collect();
+        let rows: Vec<Vec<f64>> = encoded.iter().filter_map(|e| e.as_ref().ok().map(|e| e.row.clone())).collect();
+        let mut prices = match self.pipeline.predict(&rows) {
+            Ok(prices) => prices.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(err) => {
+                let message = err.to_string();
+                rows.iter().map(|_| Err(ArtifactError::Predict(message.clone()))).collect()
+            }
+        }
+        .into_iter();
+        encoded
+            .into_iter()
+            .map(|e| {
+                let e = e?;
+                let price =
+                    prices.next().unwrap_or_else(|| Err(ArtifactError::Predict("too few predictions".into())))?;
+                if !price.is_finite() {
+                    return Err(ArtifactError::Predict(format!("non-finite prediction {price}")).into());
+                }
+                Ok(Scored { price, imputed: e.imputed, values: e.values })
+            })
+            .collect()
     }
 }
 
@@ -108,40 +161,45 @@ fn read(path: &Path) -> Result<Vec<u8>, ModelLoadError> {
     std::fs::read(path).map_err(|source| ModelLoadError::Read { path: path.to_owned(), source })
 }
 
-/// All model versions found under the model directory, and the default one.
-#[derive(Debug, Clone)]
-pub struct ModelRegistry {
+/// One consistent set of loaded models: what a request sees from start to end.
+#[derive(Debug)]
+pub struct ModelSet {
     models: Vec<Arc<LoadedModel>>,
     default: Arc<LoadedModel>,
+    shadow: Option<Arc<LoadedModel>>,
 }
 
-impl ModelRegistry {
+impl ModelSet {
     /// Loads every `<root>/<name>/<version>/card.json`. Any unusable version fails the whole load:
     /// serving a partial set would silently change which models exist.
-    ///
-    /// `default_model` is `name` (highest version wins) or `name@version`.
-    pub fn load(root: &Path, default_model: &str) -> Result<Self, ModelLoadError> {
+    pub fn load(root: &Path, default_model: &str, shadow_model: Option<&str>) -> Result<Self, ModelLoadError> {
         let mut models = Vec::new();
         for name_dir in sorted_subdirs(root)? {
             for version_dir in sorted_subdirs(&name_dir)? {
                 if version_dir.join(CARD_FILE).is_file() {
-                    models.push(Arc::new(LoadedModel::load(&version_dir)?));
+                    let model = LoadedModel::load(&version_dir)?;
+                    let expected = root.join(&model.card.name).join(&model.card.version);
+                    if version_dir != expected {
+                        return Err(ModelLoadError::Misplaced { path: version_dir, card_id: model.id() });
+                    }
+                    models.push(Arc::new(model));
                 }
             }
         }
         if models.is_empty() {
             return Err(ModelLoadError::Empty(root.to_owned()));
         }
-        Self::from_models(models, default_model)
-    }
-
-    /// Builds a registry from already loaded models.
-    pub fn from_models(models: Vec<Arc<LoadedModel>>, default_model: &str) -> Result<Self, ModelLoadError> {
-        let default = find(&models, default_model).ok_or_else(|| ModelLoadError::UnknownDefault {
-            wanted: default_model.to_owned(),
+        let unknown = |role, wanted: &str, models: &[Arc<LoadedModel>]| ModelLoadError::UnknownModel {
+            role,
+            wanted: wanted.to_owned(),
             available: models.iter().map(|m| m.id()).collect(),
-        })?;
-        Ok(Self { models, default })
+        };
+        let default = find(&models, default_model).ok_or_else(|| unknown("default", default_model, &models))?;
+        let shadow = match shadow_model {
+            Some(spec) => Some(find(&models, spec).ok_or_else(|| unknown("shadow", spec, &models))?),
+            None => None,
+        };
+        Ok(Self { models, default, shadow })
     }
 
     /// The model that answers when the client does not choose one.
@@ -149,13 +207,67 @@ impl ModelRegistry {
         &self.default
     }
 
-    /// Every loaded model version.
+    /// The model that also scores every prediction off the response path, if configured.
+    pub fn shadow_model(&self) -> Option<&Arc<LoadedModel>> {
+        self.shadow.as_ref()
+    }
+
+    /// Every loaded version, by name then version directory order.
     pub fn models(&self) -> &[Arc<LoadedModel>] {
         &self.models
     }
+
+    /// `name@version` of every loaded version.
+    pub fn ids(&self) -> Vec<String> {
+        self.models.iter().map(|m| m.id()).collect()
+    }
+
+    /// `name@version`, or the highest semantic version of `name`.
+    pub fn find(&self, spec: &str) -> Option<Arc<LoadedModel>> {
+        find(&self.models, spec)
+    }
 }
 
-/// Finds `name@version`, or the highest semantic version of `name`.
+/// The live model set; swapped whole by [`ModelRegistry::reload`].
+#[derive(Debug)]
+pub struct ModelRegistry {
+    root: PathBuf,
+    default_model: String,
+    shadow_model: Option<String>,
+    current: ArcSwap<ModelSet>,
+}
+
+impl ModelRegistry {
+    /// Loads the initial set; fails (and the server refuses to start) if any model is unusable.
+    pub fn load(root: &Path, default_model: &str, shadow_model: Option<&str>) -> Result<Self, ModelLoadError> {
+        let set = ModelSet::load(root, default_model, shadow_model)?;
+        Ok(Self {
+            root: root.to_owned(),
+            default_model: default_model.to_owned(),
+            shadow_model: shadow_model.map(str::to_owned),
+            current: ArcSwap::from_pointee(set),
+        })
+    }
+
+    /// The current set. Hold it for the whole request: a concurrent reload does not change it.
+    pub fn snapshot(&self) -> Arc<ModelSet> {
+        self.current.load_full()
+    }
+
+    /// Re-scans the model directory and swaps in the new set atomically. On any error the current
+    /// set stays in place. Returns (previous, new).
+    pub fn reload(&self) -> Result<(Arc<ModelSet>, Arc<ModelSet>), ModelLoadError> {
+        let new = Arc::new(ModelSet::load(&self.root, &self.default_model, self.shadow_model.as_deref())?);
+        let previous = self.current.swap(new.clone());
+        Ok((previous, new))
+    }
+
+    /// The directory scanned.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
 fn find(models: &[Arc<LoadedModel>], spec: &str) -> Option<Arc<LoadedModel>> {
     let (name, version) = match spec.split_once('@') {
         Some((n, v)) => (n, Some(v)),

@@ -47,12 +47,20 @@ impl TestApp {
         init_logs();
         let app = Application::build(config, pool.clone(), "127.0.0.1:0".parse().unwrap()).await.expect("app builds");
         let addr = app.local_addr().unwrap();
-        let model = app.state().models.default_model().clone();
+        let model = app.state().models.snapshot().default_model().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        Self { addr, pool, client: reqwest::Client::new(), model, stop: Some(stop), server: Some(server) }
+        let app = Self { addr, pool, client: reqwest::Client::new(), model, stop: Some(stop), server: Some(server) };
+        // Wait until the server task runs (and has installed its signal handlers).
+        for _ in 0..200 {
+            if app.client.get(app.url("/health/live")).send().await.is_ok() {
+                return app;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the server did not start");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -96,9 +104,9 @@ impl TestApp {
             .expect("request sent")
     }
 
-    /// The model's own price for a house, computed in-process.
+    /// The default model's own price for a house, computed in-process.
     pub fn expected_price(&self, square_feet: f64, bedrooms: i64, bathrooms: f64) -> f64 {
-        self.model.predict(&[HouseFeatures { square_feet, bedrooms, bathrooms }]).expect("model predicts")[0]
+        price_of(&self.model, &HouseFeatures::new(square_feet, bedrooms, bathrooms))
     }
 
     pub async fn count_rows(&self, condition: &str) -> i64 {
@@ -133,4 +141,17 @@ pub fn error_code(body: &Value) -> &str {
 /// `errors[0].extensions.field` of a GraphQL response.
 pub fn error_field(body: &Value) -> &str {
     body["errors"][0]["extensions"]["field"].as_str().unwrap_or_else(|| panic!("no error field in {body}"))
+}
+
+/// A model's own price for a house, computed in-process.
+pub fn price_of(model: &LoadedModel, house: &HouseFeatures) -> f64 {
+    model.score(&[house]).pop().expect("one score").expect("model prices the house").price
+}
+
+/// The committed model `spec` (`name` or `name@version`), loaded in-process.
+pub fn committed_model(spec: &str) -> Arc<LoadedModel> {
+    house_price_api::model::ModelSet::load(&model_dir(), spec, None)
+        .expect("committed models load")
+        .default_model()
+        .clone()
 }

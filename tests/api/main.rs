@@ -8,6 +8,7 @@ mod limits;
 mod models;
 mod ops;
 mod predict;
+mod registry;
 mod rest;
 mod schema;
 mod subscription;

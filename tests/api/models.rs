@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use house_price_api::Application;
 use house_price_api::config::AppConfig;
@@ -7,9 +7,10 @@ use house_price_api::model::train::{TrainOptions, train};
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::common::{TestApp, model_dir};
+use crate::common::{TestApp, committed_model, error_code, error_field, model_dir, price_of};
 
-fn copy_models(to: &Path) {
+/// Copies the committed model directory (all versions) to `to`.
+pub fn copy_models(to: &Path) {
     for entry in walk(&model_dir()) {
         let target = to.join(entry.strip_prefix(model_dir()).unwrap());
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
@@ -17,13 +18,17 @@ fn copy_models(to: &Path) {
     }
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
     }
     files
+}
+
+fn load_error(dir: &Path, default: &str) -> String {
+    format!("{:#}", anyhow::Error::new(ModelRegistry::load(dir, default, None).unwrap_err()))
 }
 
 #[test]
@@ -35,9 +40,8 @@ fn a_corrupted_artifact_is_refused_with_a_checksum_error() {
     bytes[10] ^= 0x01;
     std::fs::write(&artifact, bytes).unwrap();
 
-    let err = ModelRegistry::load(dir.path(), "baseline-linear").unwrap_err();
+    let chain = load_error(dir.path(), "baseline-linear");
 
-    let chain = format!("{:#}", anyhow::Error::new(err));
     assert!(chain.contains("checksum mismatch"), "{chain}");
     assert!(chain.contains("model.postcard"), "names the file: {chain}");
 }
@@ -46,20 +50,20 @@ fn a_corrupted_artifact_is_refused_with_a_checksum_error() {
 fn a_missing_artifact_or_empty_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     copy_models(dir.path());
-    std::fs::remove_file(dir.path().join("baseline-linear/1.0.0/model.postcard")).unwrap();
-    let chain = format!("{:#}", anyhow::Error::new(ModelRegistry::load(dir.path(), "baseline-linear").unwrap_err()));
-    assert!(chain.contains("cannot read") && chain.contains("model.postcard"), "{chain}");
+    std::fs::remove_file(dir.path().join("ridge-log/1.0.0/model.postcard")).unwrap();
+    let chain = load_error(dir.path(), "baseline-linear");
+    assert!(chain.contains("cannot read") && chain.contains("ridge-log/1.0.0/model.postcard"), "{chain}");
 
     let empty = tempfile::tempdir().unwrap();
-    let chain = format!("{:#}", anyhow::Error::new(ModelRegistry::load(empty.path(), "baseline-linear").unwrap_err()));
-    assert!(chain.contains("no model found"), "{chain}");
+    assert!(load_error(empty.path(), "baseline-linear").contains("no model found"));
 }
 
 #[test]
-fn an_unknown_default_model_is_refused() {
-    let err = ModelRegistry::load(&model_dir(), "no-such-model").unwrap_err();
-    assert!(err.to_string().contains("no-such-model"), "{err}");
-    assert!(ModelRegistry::load(&model_dir(), "baseline-linear@1.0.0").is_ok());
+fn an_unknown_default_or_shadow_model_is_refused() {
+    assert!(load_error(&model_dir(), "no-such-model").contains("no-such-model"));
+    let err = ModelRegistry::load(&model_dir(), "baseline-linear", Some("nope@9")).unwrap_err();
+    assert!(err.to_string().contains("shadow model \"nope@9\""), "{err}");
+    assert!(ModelRegistry::load(&model_dir(), "baseline-linear@1.0.0", Some("ridge-log")).is_ok());
 }
 
 #[sqlx::test]
@@ -73,7 +77,7 @@ async fn the_server_refuses_to_start_on_a_corrupt_model(pool: PgPool) {
 }
 
 #[test]
-fn training_reproduces_the_committed_model_byte_for_byte() {
+fn training_reproduces_every_committed_model_byte_for_byte() {
     let committed = model_dir().join("baseline-linear/1.0.0");
     let card: serde_json::Value = serde_json::from_slice(&std::fs::read(committed.join("card.json")).unwrap()).unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -83,27 +87,49 @@ fn training_reproduces_the_committed_model_byte_for_byte() {
         seed: card["training"]["split_seed"].as_u64().unwrap(),
         holdout_fraction: card["training"]["holdout_fraction"].as_f64().unwrap(),
         trained_at: Some(card["trained_at"].as_str().unwrap().parse().unwrap()),
+        only: Vec::new(),
     })
     .unwrap();
-    let fresh = out.path().join("baseline-linear/1.0.0");
-    assert_eq!(
-        std::fs::read(fresh.join("model.postcard")).unwrap(),
-        std::fs::read(committed.join("model.postcard")).unwrap()
-    );
-    assert_eq!(
-        std::fs::read_to_string(fresh.join("card.json")).unwrap(),
-        std::fs::read_to_string(committed.join("card.json")).unwrap(),
-        "run `make train` (with --trained-at of the committed card) after changing the training code"
+    let (fresh, committed) = (walk(out.path()), walk(&model_dir()));
+    assert_eq!(fresh.len(), committed.len(), "the same set of files");
+    for file in committed {
+        let relative = file.strip_prefix(model_dir()).unwrap();
+        assert!(
+            std::fs::read(out.path().join(relative)).unwrap() == std::fs::read(&file).unwrap(),
+            "{} differs: run `make train` after changing the training code or data",
+            relative.display()
+        );
+    }
+}
+
+#[test]
+fn the_best_model_meets_the_accuracy_target() {
+    let set = house_price_api::model::ModelSet::load(&model_dir(), "baseline-linear", None).unwrap();
+    let best = set.models().iter().max_by(|a, b| a.card.metrics.r2.total_cmp(&b.card.metrics.r2)).unwrap();
+    assert!(best.card.metrics.r2 >= 0.90, "{}: R² {}", best.id(), best.card.metrics.r2);
+    assert!(best.card.metrics.rmsle <= 0.13, "{}: RMSLE {}", best.id(), best.card.metrics.rmsle);
+    let baseline = set.find("baseline-linear").unwrap();
+    assert!(best.card.metrics.rmse < baseline.card.metrics.rmse * 0.5, "beats the seed's model clearly");
+}
+
+#[test]
+fn the_readme_model_table_is_generated_from_the_cards() {
+    let table = house_price_api::model::card::markdown_table(&model_dir()).unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains(&table),
+        "README.md's model table is stale; replace it with the output of `house-price-api model-table`:\n{table}"
     );
 }
 
 #[sqlx::test]
-async fn the_model_query_reports_the_card(pool: PgPool) {
+async fn the_model_query_reports_the_card_and_models_lists_every_version(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let body = app
         .graphql(
-            "{ model { name version isDefault checksum trainedAt features { name min max } metrics { r2 rmsle mae rmse holdoutRows } }
-               models { name version isDefault } }",
+            "{ model { name version isDefault checksum trainedAt features { name kind required min max imputation }
+                       metrics { r2 rmsle mae rmse holdoutRows } }
+               models { name version isDefault metrics { r2 rmsle } } }",
             json!({}),
         )
         .await;
@@ -112,9 +138,96 @@ async fn the_model_query_reports_the_card(pool: PgPool) {
     assert_eq!(model["name"], card.name.as_str());
     assert_eq!(model["checksum"], card.artifact.sha256.as_str());
     assert_eq!(model["metrics"]["r2"].as_f64(), Some(card.metrics.r2));
-    assert_eq!(
-        model["features"][0],
-        json!({ "name": "squareFeet", "min": card.features[0].min, "max": card.features[0].max })
+    assert_eq!(model["features"][0]["name"], "squareFeet");
+    assert_eq!(model["features"][0]["required"], true);
+    let names: Vec<&str> =
+        body["data"]["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["baseline-linear", "gradient-boosting", "ridge-log"]);
+    let defaults = body["data"]["models"].as_array().unwrap().iter().filter(|m| m["isDefault"] == true).count();
+    assert_eq!(defaults, 1);
+
+    let body = app
+        .graphql("{ model(name: \"gradient-boosting@1.0.0\") { name features { name kind categories } } }", json!({}))
+        .await;
+    let features = body["data"]["model"]["features"].as_array().unwrap();
+    assert_eq!(features.len(), 20);
+    let neighborhood = features.iter().find(|f| f["name"] == "neighborhood").unwrap();
+    assert_eq!(neighborhood["kind"], "categorical");
+    assert!(neighborhood["categories"].as_array().unwrap().contains(&json!("North_Ames")));
+}
+
+const PREDICT: &str = "query($input: HouseInput!, $model: String) {
+    predictPrice(input: $input, model: $model) { id price imputedFeatures model { name version } } }";
+
+#[sqlx::test]
+async fn a_model_is_chosen_by_name_or_name_at_version_and_recorded(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let input = json!({ "squareFeet": 1500.0, "bedrooms": 3, "bathrooms": 2.0 });
+    for (spec, name) in [
+        ("ridge-log", "ridge-log"),
+        ("gradient-boosting@1.0.0", "gradient-boosting"),
+        ("baseline-linear", "baseline-linear"),
+    ] {
+        let body = app.graphql(PREDICT, json!({ "input": input, "model": spec })).await;
+        let p = &body["data"]["predictPrice"];
+        assert_eq!(p["model"], json!({ "name": name, "version": "1.0.0" }), "{body}");
+        let house = house_price_api::model::HouseFeatures::new(1500.0, 3, 2.0);
+        assert_eq!(p["price"].as_f64(), Some(price_of(&committed_model(spec), &house)));
+        let row = app
+            .count_rows(&format!(
+                "id = '{}' and model_name = '{name}' and model_version = '1.0.0'",
+                p["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(row, 1);
+    }
+    let body = app.graphql(PREDICT, json!({ "input": input, "model": "ridge-log@7.0.0" })).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT");
+    assert_eq!(error_field(&body), "model");
+    assert!(
+        body["errors"][0]["message"].as_str().unwrap().contains("ridge-log@1.0.0"),
+        "lists the loaded models: {body}"
     );
-    assert_eq!(body["data"]["models"], json!([{ "name": "baseline-linear", "version": "1.0.0", "isDefault": true }]));
+    assert_eq!(app.count_rows("status = 'rejected' and error_field = 'model' and model_name is null").await, 1);
+}
+
+#[sqlx::test]
+async fn missing_optional_features_are_imputed_and_reported(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let seed_only = json!({ "squareFeet": 1500.0, "bedrooms": 3, "bathrooms": 2.0 });
+    let body = app.graphql(PREDICT, json!({ "input": seed_only, "model": "gradient-boosting" })).await;
+    let p = &body["data"]["predictPrice"];
+    let imputed: Vec<&str> = p["imputedFeatures"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(imputed.len(), 17, "{imputed:?}");
+    assert!(imputed.contains(&"neighborhood") && imputed.contains(&"yearBuilt") && !imputed.contains(&"squareFeet"));
+    let stored: Vec<String> =
+        sqlx::query_scalar("select unnest(imputed_features) from prediction_log where id = $1::uuid")
+            .bind(p["id"].as_str().unwrap())
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, imputed);
+
+    let complete = json!({ "squareFeet": 1500.0, "bedrooms": 3, "bathrooms": 2.0, "lotArea": 9000.0, "yearBuilt": 1995,
+        "yearRemodeled": 2005, "basementSqFt": 1000.0, "basementBathrooms": 1.0, "garageCars": 2, "garageArea": 480.0,
+        "fireplaces": 1, "kitchens": 1, "centralAir": true, "overallCondition": "Good", "neighborhood": "Gilbert",
+        "houseStyle": "Two_Story", "buildingType": "OneFam", "heatingQuality": "Excellent", "foundation": "PConc",
+        "saleCondition": "Normal" });
+    let body = app.graphql(PREDICT, json!({ "input": complete, "model": "gradient-boosting" })).await;
+    assert_eq!(body["data"]["predictPrice"]["imputedFeatures"], json!([]), "{body}");
+    // The baseline uses only the seed's inputs: nothing to impute, extra features are ignored.
+    let body = app.graphql(PREDICT, json!({ "input": seed_only, "model": "baseline-linear" })).await;
+    assert_eq!(body["data"]["predictPrice"]["imputedFeatures"], json!([]));
+}
+
+#[sqlx::test]
+async fn an_unknown_category_is_rejected_listing_the_allowed_values(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let input = json!({ "squareFeet": 1500.0, "bedrooms": 3, "bathrooms": 2.0, "neighborhood": "Atlantis" });
+    let body = app.graphql(PREDICT, json!({ "input": input, "model": "gradient-boosting" })).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    assert_eq!(error_field(&body), "input.neighborhood");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("Atlantis") && message.contains("North_Ames"), "{message}");
+    assert_eq!(app.count_rows("status = 'rejected' and error_field = 'input.neighborhood'").await, 1);
 }
