@@ -15,7 +15,7 @@ create table prediction_log (
     created_at      timestamptz not null,
     -- Entry point: 'graphql' or 'rest:/prever_precos/'.
     route           text not null,
-    -- GraphQL operation name (or field for unnamed operations); null on REST.
+    -- GraphQL operation name; null for unnamed operations and on REST.
     operation       text,
     -- User-Agent header, for telling clients apart.
     client          text,

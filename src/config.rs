@@ -267,6 +267,21 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
+    /// Rejects settings the service cannot honour (checked at start).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.max_page_size == 0 || !(1..=self.max_page_size).contains(&self.default_page_size) {
+            anyhow::bail!(
+                "DEFAULT_PAGE_SIZE ({}) must be between 1 and MAX_PAGE_SIZE ({}), and MAX_PAGE_SIZE at least 1",
+                self.default_page_size,
+                self.max_page_size
+            );
+        }
+        if self.max_batch_size == 0 {
+            anyhow::bail!("MAX_BATCH_SIZE must be at least 1");
+        }
+        Ok(())
+    }
+
     /// [`Self::request_timeout_ms`] as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)

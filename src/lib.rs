@@ -62,6 +62,7 @@ impl Application {
     /// Loads the models (refusing to start on a missing or corrupt artifact), starts the log writer
     /// and binds `listen_addr` (port 0 picks a free port, as the tests do).
     pub async fn build(config: AppConfig, pool: PgPool, listen_addr: SocketAddr) -> anyhow::Result<Self> {
+        config.limits.validate()?;
         let models = ModelRegistry::load(&config.model_dir, &config.default_model, config.shadow_model.as_deref())
             .with_context(|| format!("cannot load the models in {}", config.model_dir.display()))?;
         let api_keys = ApiKeys::parse(&config.api_keys).context("invalid API_KEYS")?;

@@ -357,6 +357,19 @@ pub struct ModelMetrics {
     pub holdout_rows: i32,
 }
 
+impl ModelMetrics {
+    fn new(m: &crate::model::card::Metrics, card: &crate::model::ModelCard) -> Self {
+        Self {
+            mae: m.mae,
+            rmse: m.rmse,
+            rmsle: m.rmsle,
+            r2: m.r2,
+            train_rows: i32::try_from(card.training.rows_train).unwrap_or(i32::MAX),
+            holdout_rows: i32::try_from(card.training.rows_holdout).unwrap_or(i32::MAX),
+        }
+    }
+}
+
 /// A loaded model version and its card.
 #[derive(Debug, Clone, SimpleObject)]
 pub struct ModelInfo {
@@ -376,6 +389,9 @@ pub struct ModelInfo {
     pub features: Vec<FeatureInfo>,
     /// Holdout metrics.
     pub metrics: ModelMetrics,
+    /// Holdout metrics when only the three required inputs are sent (the rest imputed): what
+    /// seed-compatible clients get from this model.
+    pub required_inputs_metrics: ModelMetrics,
     /// sha256 of the artifact, verified when loaded.
     pub checksum: String,
     /// sha256 of the training data.
@@ -417,14 +433,8 @@ impl ModelInfo {
                     imputation: Json(serde_json::to_value(&f.imputation).unwrap_or_default()),
                 })
                 .collect(),
-            metrics: ModelMetrics {
-                mae: card.metrics.mae,
-                rmse: card.metrics.rmse,
-                rmsle: card.metrics.rmsle,
-                r2: card.metrics.r2,
-                train_rows: i32::try_from(card.training.rows_train).unwrap_or(i32::MAX),
-                holdout_rows: i32::try_from(card.training.rows_holdout).unwrap_or(i32::MAX),
-            },
+            metrics: ModelMetrics::new(&card.metrics, card),
+            required_inputs_metrics: ModelMetrics::new(&card.required_inputs_metrics, card),
             checksum: card.artifact.sha256.clone(),
             training_data_sha256: card.training.data_sha256.clone(),
             trained_at: card.trained_at,

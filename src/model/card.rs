@@ -26,6 +26,9 @@ pub struct ModelCard {
     pub features: Vec<FeatureSpec>,
     /// Holdout metrics (never computed on training rows).
     pub metrics: Metrics,
+    /// Holdout metrics when clients send only the three required inputs (the rest imputed): what
+    /// seed-compatible clients (`POST /prever_precos/`) get.
+    pub required_inputs_metrics: Metrics,
     /// How the model was trained (data, split, parameters), enough to reproduce it.
     pub training: TrainingInfo,
     /// The serialized estimator and its checksum.
@@ -179,7 +182,7 @@ pub fn markdown_table(root: &std::path::Path) -> anyhow::Result<String> {
         }
     }
     let mut out = String::from(
-        "| model | version | algorithm | features | MAE (USD) | RMSE (USD) | RMSLE | R² |\n|---|---|---|---|---|---|---|---|\n",
+        "| model | version | algorithm | features | MAE (USD) | RMSE (USD) | RMSLE | R² | R² with only the 3 required inputs |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for c in &cards {
         let m = &c.metrics;
@@ -189,8 +192,8 @@ pub fn markdown_table(root: &std::path::Path) -> anyhow::Result<String> {
             format!("{} (3 required, {} optional)", c.features.len(), c.features.len() - 3)
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.4} | {:.4} |\n",
-            c.name, c.version, c.algorithm, features, m.mae, m.rmse, m.rmsle, m.r2
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.4} | {:.4} | {:.4} |\n",
+            c.name, c.version, c.algorithm, features, m.mae, m.rmse, m.rmsle, m.r2, c.required_inputs_metrics.r2
         ));
     }
     Ok(out)

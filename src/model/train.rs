@@ -449,6 +449,10 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<Vec<ModelCard>> {
         let bytes = pipeline.to_bytes().context("cannot serialize the model")?;
 
         let holdout_predictions = pipeline.predict(&encode_all(&pipeline.encoder, &holdout_houses)?)?;
+        let required_only: Vec<HouseFeatures> =
+            holdout_houses.iter().map(|h| HouseFeatures::new(h.square_feet, h.bedrooms, h.bathrooms)).collect();
+        let required_only_predictions =
+            pipeline.predict(&encode_all(&pipeline.encoder, &required_only.iter().collect::<Vec<_>>())?)?;
         let train_predictions = pipeline.predict(&encode_all(&pipeline.encoder, &train_houses)?)?;
         let card = ModelCard {
             name: candidate.name.to_owned(),
@@ -458,6 +462,7 @@ pub fn train(options: &TrainOptions) -> anyhow::Result<Vec<ModelCard>> {
             target: TargetSpec { column: "Sale_Price".to_owned(), unit: "USD".to_owned() },
             features: pipeline.encoder.columns.iter().map(|c| feature_spec(c, &train_houses)).collect(),
             metrics: regression_metrics(&holdout_prices, &holdout_predictions),
+            required_inputs_metrics: regression_metrics(&holdout_prices, &required_only_predictions),
             training: TrainingInfo {
                 data_file: options.data.display().to_string(),
                 data_sha256: data.sha256.clone(),

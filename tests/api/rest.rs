@@ -55,3 +55,32 @@ async fn the_seed_route_rejects_bad_input_with_422_naming_the_field(pool: PgPool
     // The unparseable body is still kept, as text.
     assert_eq!(app.count_rows("raw_input ? 'unparsed'").await, 1);
 }
+
+#[sqlx::test]
+async fn a_nul_character_in_one_request_does_not_fail_its_neighbours(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    // PostgreSQL jsonb refuses U+0000: the logged copy replaces it, and the request is still logged.
+    let bad = app.post_rest(r#"{"square_feet": 1500, "num_bedrooms": 3, "num_bathrooms": 2, "note": "a\u0000b"}"#);
+    let good = app.post_rest(r#"{"square_feet": 1500, "num_bedrooms": 3, "num_bathrooms": 2}"#);
+    let (bad, good) = tokio::join!(bad, good);
+    assert_eq!(bad.status(), 200);
+    assert_eq!(good.status(), 200);
+    assert_eq!(app.count_rows("status = 'ok'").await, 2);
+    assert_eq!(app.count_rows("raw_input->>'note' = 'a\u{FFFD}b'").await, 1);
+}
+
+#[sqlx::test]
+async fn an_unusable_client_request_id_is_replaced_consistently(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let response = app
+        .client
+        .post(app.url("/prever_precos/"))
+        .header("x-request-id", "x".repeat(500))
+        .json(&json!({ "square_feet": 1500, "num_bedrooms": 3, "num_bathrooms": 2 }))
+        .send()
+        .await
+        .unwrap();
+    let echoed = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "replaced by a UUID: {echoed}");
+    assert_eq!(app.count_rows(&format!("request_id = '{echoed}'")).await, 1);
+}
