@@ -35,6 +35,10 @@ pub mod defaults {
     pub const DEFAULT_PAGE_SIZE: usize = 20;
     /// Largest accepted `predictions(first:)`.
     pub const MAX_PAGE_SIZE: usize = 100;
+    /// The evaluator runs every 5 minutes: drift moves over hours, and a run costs a few queries.
+    pub const MONITOR_INTERVAL_MS: u64 = 300_000;
+    /// A day of traffic: enough values per feature for stable PSI, recent enough to react.
+    pub const MONITOR_WINDOW_HOURS: u32 = 24;
     /// Request bodies above this are refused (413) before parsing.
     pub const MAX_BODY_BYTES: usize = 1 << 20;
     /// Whole-request budget, parsing to answer.
@@ -68,6 +72,9 @@ pub enum Command {
     Migrate(DatabaseConfig),
     /// Print the GraphQL schema (SDL) the server serves.
     Schema,
+    /// Replay the Ames holdout houses through a running service (optionally shifted) and record
+    /// their true prices as outcomes.
+    Replay(ReplayConfig),
     /// Print the sha256 digest of an API key, for `API_KEYS`.
     HashKey {
         /// The key.
@@ -157,6 +164,12 @@ pub struct AppConfig {
     /// Largest accepted request body, bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Milliseconds between runs of the drift/accuracy evaluator (0: off).
+    #[arg(long, env = "MONITOR_INTERVAL_MS", default_value_t = defaults::MONITOR_INTERVAL_MS)]
+    pub monitor_interval_ms: u64,
+    /// Hours of traffic each evaluator run looks at.
+    #[arg(long, env = "MONITOR_WINDOW_HOURS", default_value_t = defaults::MONITOR_WINDOW_HOURS)]
+    pub monitor_window_hours: u32,
     /// Origins allowed to call the API from a browser (comma-separated, `*` for any). Empty: no CORS headers.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
     pub cors_allowed_origins: Vec<String>,
@@ -177,6 +190,8 @@ impl AppConfig {
             shadow_model: None,
             api_keys: Vec::new(),
             max_body_bytes: defaults::MAX_BODY_BYTES,
+            monitor_interval_ms: defaults::MONITOR_INTERVAL_MS,
+            monitor_window_hours: defaults::MONITOR_WINDOW_HOURS,
             cors_allowed_origins: Vec::new(),
             log: LogWriterConfig::default(),
             limits: LimitsConfig::default(),
@@ -309,6 +324,38 @@ pub struct TrainConfig {
     /// Train only these models (repeatable; default: all).
     #[arg(long = "only")]
     pub only: Vec<String>,
+}
+
+/// `replay` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayConfig {
+    /// Base URL of the running service.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// Model to ask (`name` or `name@version`); default: the service's default model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Ames CSV (the same split as training: `--seed`, `--holdout-fraction`).
+    #[arg(long, default_value = "data/ames_housing.csv")]
+    pub data: PathBuf,
+    /// Seed of the holdout split.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Holdout fraction.
+    #[arg(long, default_value_t = 0.2)]
+    pub holdout_fraction: f64,
+    /// Change a feature of every house: `squareFeet=+30%`, `yearBuilt=-10`, `neighborhood=Gilbert` (repeatable).
+    #[arg(long = "shift")]
+    pub shifts: Vec<crate::replay::Shift>,
+    /// API key with the `outcomes` scope, to record the true prices.
+    #[arg(long, env = "REPLAY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Houses per request.
+    #[arg(long, default_value_t = 50)]
+    pub batch: usize,
+    /// Replay only the first N holdout houses.
+    #[arg(long)]
+    pub limit: Option<usize>,
 }
 
 #[cfg(test)]

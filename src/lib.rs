@@ -12,6 +12,8 @@
 //! | [`error`] | `AppError` and the stable GraphQL error codes |
 //! | [`model`] | input features and validation, artifacts + checksums, model cards, registry, training |
 //! | [`log`] | the request log: row type, SQL, the batching group-commit writer, shadow scoring |
+//! | [`monitoring`] | outcomes, accuracy, drift statistics and reports, the evaluator and alerts |
+//! | [`replay`] | the `replay` tool: holdout houses (optionally shifted) through a running API |
 //! | [`service`] | `AppState` and the prediction use case shared by GraphQL and REST |
 //! | [`graphql`] | `build_schema`, query/subscription roots, types, error-code extension |
 //! | [`http`] | `app()`: the router (GraphQL, GraphiQL, `/ws`, health, metrics, REST compat route) |
@@ -29,6 +31,8 @@ pub mod graphql;
 pub mod http;
 pub mod log;
 pub mod model;
+pub mod monitoring;
+pub mod replay;
 pub mod service;
 pub mod telemetry;
 
@@ -77,6 +81,11 @@ impl Application {
         let shadow = config.shadow_model.is_some().then(|| ShadowScorer::spawn(pool.clone(), models.clone()));
         let log = LogWriter::spawn(pool.clone(), &config.log, shadow);
         service::record_model_event(&pool, "loaded", "startup", None, &set, &set.ids(), &[], None).await;
+        // Not fatal: without it only the SQL drift view lacks this version (readiness reports an
+        // unmigrated database).
+        if let Err(err) = monitoring::references::sync(&pool, &set).await {
+            tracing::error!(error = %err, "cannot store the models' reference distributions");
+        }
         let schema = build_schema(&config.limits);
         let state = AppState {
             pool,
@@ -85,6 +94,7 @@ impl Application {
             config: Arc::new(config),
             api_keys: Arc::new(api_keys),
             shutdown: CancellationToken::new(),
+            alerts: monitoring::evaluator::alert_channel(),
         };
         Ok(Self { listener, state, schema })
     }
@@ -105,6 +115,12 @@ impl Application {
         let addr = self.local_addr()?;
         let stopping = self.state.shutdown.clone();
         reload_on_sighup(self.state.clone());
+        let config = &self.state.config;
+        monitoring::evaluator::spawn(
+            self.state.clone(),
+            std::time::Duration::from_millis(config.monitor_interval_ms),
+            chrono::TimeDelta::hours(i64::from(config.monitor_window_hours)),
+        );
         let router = app(self.schema, self.state.clone());
         tracing::info!(%addr, "listening (GraphiQL at http://{addr}/graphql)");
         axum::serve(self.listener, router)
@@ -209,6 +225,29 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     c.name, c.version, m.mae, m.rmse, m.rmsle, m.r2
                 );
             }
+            Ok(())
+        }
+        Command::Replay(c) => {
+            let summary = replay::run(&replay::ReplayOptions {
+                url: c.url,
+                model: c.model,
+                data: c.data,
+                seed: c.seed,
+                holdout_fraction: c.holdout_fraction,
+                shifts: c.shifts,
+                api_key: c.api_key,
+                batch: c.batch,
+                limit: c.limit,
+            })
+            .await?;
+            println!(
+                "sent {}, priced {}, rejected {}, outcomes recorded {}, MAE {:.0} USD",
+                summary.sent,
+                summary.priced.len(),
+                summary.rejected.len(),
+                summary.outcomes_recorded,
+                summary.mae()
+            );
             Ok(())
         }
         Command::HashKey { key } => {

@@ -30,6 +30,8 @@ pub struct AppState {
     pub api_keys: Arc<ApiKeys>,
     /// Cancelled when the server starts shutting down (ends subscriptions).
     pub shutdown: CancellationToken,
+    /// Drift alerts from the evaluator (for the `driftAlert` subscription).
+    pub alerts: tokio::sync::broadcast::Sender<crate::monitoring::evaluator::DriftAlert>,
 }
 
 /// Where a request came in; stored in `prediction_log.route`.
@@ -204,6 +206,8 @@ impl AppState {
                     record.price = Some(scored.price);
                     record.imputed_features = scored.imputed.iter().map(|f| f.name().to_owned()).collect();
                     record.features = serde_json::to_value(&scored.values).ok();
+                    record.warnings = without_nul(serde_json::to_value(&scored.warnings).unwrap_or_default());
+                    record.drift_bins = scored.drift_bins;
                     record.house = Some(house);
                     Ok(())
                 }
@@ -254,6 +258,9 @@ impl AppState {
                 let added: Vec<String> = after.iter().filter(|id| !before.contains(id)).cloned().collect();
                 let removed: Vec<String> = before.iter().filter(|id| !after.contains(id)).cloned().collect();
                 tracing::info!(trigger, ?added, ?removed, default = %set.default_model().id(), "models reloaded");
+                if let Err(err) = crate::monitoring::references::sync(&self.pool, &set).await {
+                    tracing::error!(error = %err, "cannot store the new models' reference distributions");
+                }
                 record_model_event(&self.pool, "reloaded", trigger, actor, &set, &added, &removed, None).await;
                 Ok(ReloadOutcome { set, added, removed })
             }
@@ -338,7 +345,9 @@ fn new_record(
         shadow_price: None,
         shadow_model_name: None,
         shadow_model_version: None,
+        warnings: serde_json::json!([]),
         house: None,
+        drift_bins: Vec::new(),
     }
 }
 
@@ -351,6 +360,8 @@ fn record_error(record: &mut LogRecord, err: &AppError) {
     record.price = None;
     record.features = None;
     record.house = None;
+    record.drift_bins.clear();
+    record.warnings = serde_json::json!([]);
     record.imputed_features.clear();
     record.error_code = Some(err.code().to_owned());
     record.error_field = err.field().map(|f| f.replace('\0', "\u{FFFD}"));

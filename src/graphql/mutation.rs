@@ -3,9 +3,21 @@
 use async_graphql::{Context, Object};
 
 use super::query::{data, resolve};
-use super::types::{ModelInfo, ReloadResult};
+use super::types::{ModelInfo, OutcomeInput, OutcomeItem, PredictionError, ReloadResult};
+use crate::error::AppError;
+use crate::monitoring::outcomes::{self, NewOutcome, Outcome};
 use crate::auth::{PresentedKey, Scope};
 use crate::service::AppState;
+
+/// Most outcomes in one `recordOutcomes` call.
+pub const MAX_OUTCOMES_PER_CALL: usize = 1_000;
+
+fn authorize<'a>(ctx: &Context<'a>, scope: Scope) -> Result<(&'a AppState, String), AppError> {
+    let state = data::<AppState>(ctx)?;
+    let key = ctx.data_opt::<PresentedKey>().and_then(|k| k.0.as_deref());
+    let actor = state.api_keys.authorize(key, scope)?;
+    Ok((state, actor))
+}
 
 /// The mutation root (`Mutation` in the schema).
 pub struct MutationRoot;
@@ -20,9 +32,7 @@ impl MutationRoot {
     /// `MODEL_LOAD_FAILED`. Every attempt is recorded in the `model_events` table.
     async fn reload_models(&self, ctx: &Context<'_>) -> async_graphql::Result<ReloadResult> {
         resolve(async {
-            let state = data::<AppState>(ctx)?;
-            let key = ctx.data_opt::<PresentedKey>().and_then(|k| k.0.as_deref());
-            let actor = state.api_keys.authorize(key, Scope::Models)?;
+            let (state, actor) = authorize(ctx, Scope::Models)?;
             let outcome = state.reload_models("api", Some(&actor)).await?;
             let set = &outcome.set;
             Ok(ReloadResult {
@@ -32,6 +42,71 @@ impl MutationRoot {
                 default_model: set.default_model().id(),
                 shadow_model: set.shadow_model().map(|m| m.id()),
             })
+        })
+        .await
+    }
+
+    /// Records the true sale price of a predicted house (scope `outcomes`). Idempotent: the same
+    /// value again changes nothing (`UNCHANGED`); a different value replaces it (`UPDATED`, the old
+    /// value kept in `prediction_outcome_history`). Unknown id: `NOT_FOUND`.
+    async fn record_outcome(
+        &self,
+        ctx: &Context<'_>,
+        prediction_id: async_graphql::ID,
+        actual_price: f64,
+        observed_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> async_graphql::Result<Outcome> {
+        resolve(async {
+            let (state, _) = authorize(ctx, Scope::Outcomes)?;
+            let item = NewOutcome { prediction_id: prediction_id.to_string(), actual_price, observed_at };
+            let mut results = outcomes::record(&state.pool, &[item], |_| String::new()).await?;
+            let result = results.pop().ok_or_else(|| AppError::Internal(anyhow::anyhow!("no outcome result")))?;
+            // Single-item paths read better without the empty item prefix.
+            result.map_err(|err| match err {
+                AppError::InvalidInput { field, message } => {
+                    AppError::invalid(field.trim_start_matches('.').to_owned(), message)
+                }
+                other => other,
+            })
+        })
+        .await
+    }
+
+    /// Records up to 1,000 outcomes (scope `outcomes`); each succeeds or fails on its own, with
+    /// the same rules as `recordOutcome`.
+    async fn record_outcomes(
+        &self,
+        ctx: &Context<'_>,
+        outcomes: Vec<OutcomeInput>,
+    ) -> async_graphql::Result<Vec<OutcomeItem>> {
+        resolve(async {
+            let (state, _) = authorize(ctx, Scope::Outcomes)?;
+            if outcomes.is_empty() || outcomes.len() > MAX_OUTCOMES_PER_CALL {
+                return Err(AppError::invalid(
+                    "outcomes",
+                    format!("must hold between 1 and {MAX_OUTCOMES_PER_CALL} items, got {}", outcomes.len()),
+                ));
+            }
+            let items: Vec<NewOutcome> = outcomes
+                .into_iter()
+                .map(|o| NewOutcome {
+                    prediction_id: o.prediction_id.to_string(),
+                    actual_price: o.actual_price,
+                    observed_at: o.observed_at,
+                })
+                .collect();
+            let results = outcomes::record(&state.pool, &items, |i| format!("outcomes[{i}]")).await?;
+            Ok(results
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let index = i32::try_from(i).unwrap_or(i32::MAX);
+                    match r {
+                        Ok(outcome) => OutcomeItem { index, outcome: Some(outcome), error: None },
+                        Err(err) => OutcomeItem { index, outcome: None, error: Some(PredictionError::from(&err)) },
+                    }
+                })
+                .collect())
         })
         .await
     }

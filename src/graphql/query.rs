@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use chrono::Datelike;
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 
 use async_graphql::{Context, ErrorExtensions, ID, Object};
 use uuid::Uuid;
@@ -13,6 +13,8 @@ use super::types::{
 };
 use crate::error::AppError;
 use crate::log::{Cursor, store};
+use crate::monitoring::drift::{self, DriftReport};
+use crate::monitoring::performance::{self, Bucket, PerformanceBucket};
 use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta, Route};
 
 /// The query root (`Query` in the schema).
@@ -187,6 +189,50 @@ impl QueryRoot {
         .await
     }
 
+    /// Accuracy of `model` (`name`, or `name@version` for one version) per time bucket over
+    /// `[from, to)` (default: the last 7 days), from predictions joined with recorded outcomes.
+    async fn performance(
+        &self,
+        ctx: &Context<'_>,
+        model: String,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        #[graphql(default_with = "Bucket::Day")] bucket: Bucket,
+    ) -> async_graphql::Result<Vec<PerformanceBucket>> {
+        resolve(async {
+            let state = data::<AppState>(ctx)?;
+            let (from, to) = window(from, to, TimeDelta::days(7))?;
+            let (name, version) = match model.split_once('@') {
+                Some((n, v)) => (n, Some(v)),
+                None => (model.as_str(), None),
+            };
+            check_text("model", &Some(model.clone()))?;
+            Ok(performance::buckets(&state.pool, name, version, from, to, bucket).await?)
+        })
+        .await
+    }
+
+    /// Drift of the traffic a loaded model version answered over `[from, to)` (default: the last
+    /// 24 hours; counters are hourly, so `from` is rounded down to the hour) against its training
+    /// reference: PSI, KS, Jensen-Shannon, Wasserstein (numeric) or chi-square (categorical), and
+    /// a status per feature and for the predicted price.
+    async fn drift(
+        &self,
+        ctx: &Context<'_>,
+        model: String,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<DriftReport> {
+        resolve(async {
+            let state = data::<AppState>(ctx)?;
+            let (from, to) = window(from, to, TimeDelta::hours(24))?;
+            let set = state.models.snapshot();
+            let model = AppState::choose_model(&set, Some(&model))?;
+            Ok(drift::report(&state.pool, &model, from, to).await?)
+        })
+        .await
+    }
+
     /// Every loaded model version, with its card metadata and holdout metrics.
     async fn models(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ModelInfo>> {
         resolve(async {
@@ -198,7 +244,7 @@ impl QueryRoot {
 }
 
 /// PostgreSQL's timestamptz range starts in 4713 BC; reject what it would refuse as input errors.
-fn check_time(field: &str, t: Option<chrono::DateTime<chrono::Utc>>) -> Result<(), AppError> {
+fn check_time(field: &str, t: Option<DateTime<Utc>>) -> Result<(), AppError> {
     match t {
         Some(t) if t.year() < -4712 || t.year() > 294_275 => {
             Err(AppError::invalid(field, "is outside the supported range (4713 BC to 294275 AD)"))
@@ -212,6 +258,22 @@ fn check_text(field: &str, s: &Option<String>) -> Result<(), AppError> {
         Some(s) if s.contains('\0') => Err(AppError::invalid(field, "must not contain NUL characters")),
         _ => Ok(()),
     }
+}
+
+/// `[from, to)` with defaults (`to` = now, `from` = `to - default_span`), validated.
+fn window(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    default_span: TimeDelta,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), AppError> {
+    check_time("from", from)?;
+    check_time("to", to)?;
+    let to = to.unwrap_or_else(Utc::now);
+    let from = from.unwrap_or(to - default_span);
+    if from >= to {
+        return Err(AppError::invalid("to", "must be after from"));
+    }
+    Ok((from, to))
 }
 
 fn history_filter(f: PredictionFilter) -> Result<PredictionFilter, AppError> {

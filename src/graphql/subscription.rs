@@ -8,6 +8,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use super::query::data;
 use super::types::PredictionRecord;
 use crate::log::PredictionStatus;
+use crate::monitoring::evaluator::DriftAlert;
 use crate::service::AppState;
 
 /// The subscription root (`Subscription` in the schema).
@@ -38,5 +39,18 @@ impl SubscriptionRoot {
             })
             .take_until(shutdown);
         Ok(stream)
+    }
+
+    /// Drift alerts: a feature of a model version whose status changed to WARN or DRIFT at an
+    /// evaluator run (every `MONITOR_INTERVAL_MS`).
+    async fn drift_alert(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = DriftAlert> + use<>> {
+        let state = data::<AppState>(ctx).map_err(|e| e.extend())?;
+        let shutdown = state.shutdown.clone().cancelled_owned();
+        Ok(BroadcastStream::new(state.alerts.subscribe())
+            .filter_map(|event| async move { event.ok() })
+            .take_until(shutdown))
     }
 }

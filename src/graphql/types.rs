@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::AppError;
 use crate::log::{LogRecord, PredictionStatus};
-use crate::model::{Feature, FeatureValue, HouseFeatures, LoadedModel, ModelSet};
+use crate::model::{Feature, FeatureValue, HouseFeatures, LoadedModel, ModelSet, Warning};
 
 /// The features of one house to price. The first three are required (the seed service's inputs);
 /// the others are optional: a model that needs one you did not send uses the imputation value from
@@ -136,6 +136,9 @@ pub struct Prediction {
     /// Features the model needed but the input did not give, filled with the card's imputation
     /// values (empty when the input was complete for this model).
     pub imputed_features: Vec<String>,
+    /// Inputs outside the model's training range, or labels it never saw (imputed): the price is
+    /// an extrapolation for these.
+    pub warnings: Vec<Warning>,
 }
 
 impl Prediction {
@@ -152,8 +155,13 @@ impl Prediction {
             created_at: record.created_at,
             latency_us: record.latency_us,
             imputed_features: record.imputed_features.clone(),
+            warnings: warnings_of(record),
         })
     }
+}
+
+fn warnings_of(record: &LogRecord) -> Vec<Warning> {
+    serde_json::from_value(record.warnings.clone()).unwrap_or_default()
 }
 
 fn model_ref(record: &LogRecord) -> Option<ModelRef> {
@@ -236,6 +244,8 @@ pub struct PredictionRecord {
     pub model_features: Option<Json<serde_json::Value>>,
     /// The shadow model's price for the same input, once scored (null without a shadow model).
     pub shadow: Option<ShadowPrice>,
+    /// Out-of-range inputs and unseen labels of this request.
+    pub warnings: Vec<Warning>,
 }
 
 /// A shadow (challenger) model's price for a logged prediction.
@@ -270,6 +280,7 @@ impl From<&LogRecord> for PredictionRecord {
             }),
             imputed_features: r.imputed_features.clone(),
             model_features: r.features.clone().map(Json),
+            warnings: warnings_of(r),
             shadow: match (r.shadow_price, &r.shadow_model_name, &r.shadow_model_version) {
                 (Some(price), Some(name), Some(version)) => {
                     Some(ShadowPrice { price, model: ModelRef { name: name.clone(), version: version.clone() } })
@@ -455,4 +466,26 @@ pub struct ReloadResult {
     pub default_model: String,
     /// `name@version` of the shadow model, if any.
     pub shadow_model: Option<String>,
+}
+
+/// One ground-truth outcome to record.
+#[derive(Debug, Clone, InputObject)]
+pub struct OutcomeInput {
+    /// The prediction (`Prediction.id`).
+    pub prediction_id: ID,
+    /// The true sale price, USD.
+    pub actual_price: f64,
+    /// When the price was observed (default: now for a new outcome; unchanged for an existing one).
+    pub observed_at: Option<DateTime<Utc>>,
+}
+
+/// One item of `recordOutcomes`: exactly one of `outcome` and `error` is set.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct OutcomeItem {
+    /// Position in `outcomes` (0-based).
+    pub index: i32,
+    /// The recorded outcome.
+    pub outcome: Option<crate::monitoring::outcomes::Outcome>,
+    /// Why it was not recorded (`NOT_FOUND`, `BAD_USER_INPUT`).
+    pub error: Option<PredictionError>,
 }

@@ -90,9 +90,14 @@ pub struct LogRecord {
     pub shadow_model_name: Option<String>,
     /// Shadow model version.
     pub shadow_model_version: Option<String>,
+    /// Warnings returned with the prediction (`[{"feature", "kind", "message"}]`).
+    pub warnings: serde_json::Value,
     /// The parsed input, kept in memory for shadow scoring; not a column.
     #[sqlx(skip)]
     pub house: Option<crate::model::HouseFeatures>,
+    /// (feature, reference bin) pairs for the drift counters; not a column.
+    #[sqlx(skip)]
+    pub drift_bins: Vec<(String, i32)>,
 }
 
 /// Replaces U+0000 (which PostgreSQL text and jsonb reject) in every string and key of `value`.

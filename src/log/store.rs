@@ -3,7 +3,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use chrono::DurationRound;
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::record::{LogRecord, PredictionStatus};
@@ -11,32 +12,36 @@ use super::record::{LogRecord, PredictionStatus};
 /// Inserts all rows in one statement (one round trip, one commit), by unnesting one array per column.
 /// Unlike a multi-row VALUES list, the statement text does not depend on the row count, so it is
 /// prepared once, and it has no 65,535-parameter ceiling.
-pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()> {
+///
+/// Returns the ids actually inserted: a retried batch whose first commit did succeed inserts
+/// nothing the second time (and so counts nothing twice).
+pub async fn insert_batch(conn: &mut PgConnection, rows: &[&LogRecord]) -> sqlx::Result<Vec<Uuid>> {
     macro_rules! column {
         ($field:ident) => {
             rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
         };
     }
-    sqlx::query(
+    sqlx::query_scalar(
         "insert into prediction_log (
              id, request_id, item_index, created_at, route, operation, client, status,
              error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
-             raw_input, price, model_name, model_version, latency_us, imputed_features, features)
+             raw_input, price, model_name, model_version, latency_us, imputed_features, features, warnings)
          select id, request_id, item_index, created_at, route, operation, client, status,
              error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
              raw_input, price, model_name, model_version, latency_us,
              -- text[][] cannot be unnested row-wise, so each row's list travels as one jsonb array.
-             array(select jsonb_array_elements_text(imputed)), features
+             array(select jsonb_array_elements_text(imputed)), features, warnings
          from unnest(
              $1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
              $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::int4[],
              $14::float8[], $15::jsonb[], $16::float8[], $17::text[], $18::text[], $19::int8[],
-             $20::jsonb[], $21::jsonb[])
+             $20::jsonb[], $21::jsonb[], $22::jsonb[])
            as t(id, request_id, item_index, created_at, route, operation, client, status,
              error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
-             raw_input, price, model_name, model_version, latency_us, imputed, features)
+             raw_input, price, model_name, model_version, latency_us, imputed, features, warnings)
          -- A retried batch whose first commit did succeed must not fail on its own rows.
-         on conflict (id) do nothing",
+         on conflict (id) do nothing
+         returning id",
     )
     .bind(column!(id))
     .bind(column!(request_id))
@@ -59,7 +64,47 @@ pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()
     .bind(column!(latency_us))
     .bind(rows.iter().map(|r| serde_json::json!(r.imputed_features)).collect::<Vec<_>>())
     .bind(column!(features))
-    .execute(pool)
+    .bind(column!(warnings))
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Adds the drift bins of the inserted `ok` rows to the hourly `drift_counts` (same transaction
+/// as the insert, so counters and rows never disagree).
+pub async fn add_drift_counts(conn: &mut PgConnection, rows: &[&LogRecord], inserted: &[Uuid]) -> sqlx::Result<()> {
+    let inserted: std::collections::HashSet<&Uuid> = inserted.iter().collect();
+    let mut counts: std::collections::BTreeMap<(DateTime<Utc>, &str, &str, &str, i32), i64> = Default::default();
+    for row in rows.iter().filter(|r| r.status == PredictionStatus::Ok && inserted.contains(&r.id)) {
+        let (Some(name), Some(version)) = (&row.model_name, &row.model_version) else { continue };
+        let hour = row.created_at.duration_trunc(chrono::TimeDelta::hours(1)).unwrap_or(row.created_at);
+        for (feature, bin) in &row.drift_bins {
+            *counts.entry((hour, name, version, feature, *bin)).or_default() += 1;
+        }
+    }
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let mut columns: (Vec<DateTime<Utc>>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<i32>, Vec<i64>) = Default::default();
+    for ((hour, name, version, feature, bin), n) in counts {
+        columns.0.push(hour);
+        columns.1.push(name);
+        columns.2.push(version);
+        columns.3.push(feature);
+        columns.4.push(bin);
+        columns.5.push(n);
+    }
+    sqlx::query(
+        "insert into drift_counts (hour, model_name, model_version, feature, bin, n)
+         select * from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int8[])
+         on conflict (model_name, model_version, hour, feature, bin) do update set n = drift_counts.n + excluded.n",
+    )
+    .bind(columns.0)
+    .bind(columns.1)
+    .bind(columns.2)
+    .bind(columns.3)
+    .bind(columns.4)
+    .bind(columns.5)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
@@ -67,7 +112,7 @@ pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()
 const SELECT_COLUMNS: &str = "select id, request_id, item_index, created_at, route, operation, client, status,
         error_code, error_field, error_message, square_feet, bedrooms, bathrooms, raw_input, price,
         model_name, model_version, latency_us, imputed_features, features,
-        shadow_price, shadow_model_name, shadow_model_version
+        shadow_price, shadow_model_name, shadow_model_version, warnings
    from prediction_log";
 
 /// Records shadow prices for committed rows (one statement per batch).

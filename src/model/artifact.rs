@@ -104,6 +104,8 @@ pub struct Encoded {
     pub imputed: Vec<Feature>,
     /// The value of every feature the model used, after imputation (logged for drift analysis).
     pub values: BTreeMap<Feature, FeatureValue>,
+    /// Labels the client sent that the model never saw (imputed instead), by feature.
+    pub unseen: Vec<(Feature, String)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -148,16 +150,24 @@ impl Encoder {
         self.columns.iter().map(Column::feature).collect()
     }
 
-    /// Encodes one house: imputes missing features, refuses unknown categories.
+    /// Encodes one house: imputes missing features and labels the model never saw (reported in
+    /// [`Encoded::unseen`]); refuses a value of the wrong kind.
     pub fn encode(&self, house: &HouseFeatures) -> Result<Encoded, InvalidFeature> {
         let mut row = Vec::with_capacity(self.columns.len());
         let mut imputed = Vec::new();
         let mut values = BTreeMap::new();
+        let mut unseen = Vec::new();
         for column in &self.columns {
             let feature = column.feature();
-            let value = match house.get(feature) {
-                Some(value) => value,
-                None => {
+            let value = match (house.get(feature), column) {
+                // A label the model never saw carries no information for it: impute, and say so.
+                (Some(FeatureValue::Category(label)), Column::OneHot { levels, .. }) if !levels.contains(&label) => {
+                    unseen.push((feature, label));
+                    imputed.push(feature);
+                    column.imputation()
+                }
+                (Some(value), _) => value,
+                (None, _) => {
                     imputed.push(feature);
                     column.imputation()
                 }
@@ -167,12 +177,6 @@ impl Encoder {
                     row.push(if *log1p { x.max(0.0).ln_1p() } else { *x })
                 }
                 (Column::OneHot { levels, .. }, FeatureValue::Category(label)) => {
-                    if !levels.contains(label) {
-                        return Err(InvalidFeature {
-                            feature,
-                            message: format!("unknown value {label:?}; allowed: {}", levels.join(", ")),
-                        });
-                    }
                     row.extend(levels.iter().map(|level| if level == label { 1.0 } else { 0.0 }));
                 }
                 (Column::Numeric { .. }, FeatureValue::Category(_)) => {
@@ -184,7 +188,7 @@ impl Encoder {
             }
             values.insert(feature, value);
         }
-        Ok(Encoded { row, imputed, values })
+        Ok(Encoded { row, imputed, values, unseen })
     }
 }
 

@@ -82,20 +82,62 @@ pub struct FeatureSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Distribution {
-    /// `edges` are the inner bin edges (training deciles, duplicates removed); bin `i` holds values
-    /// in `(edges[i-1], edges[i]]`, the first bin everything ≤ `edges[0]`, the last everything
-    /// above the last edge. `counts` has `edges.len() + 1` entries.
+    /// `edges` are the inner bin edges (training deciles, duplicates removed). Bin `i` holds values
+    /// `v` with `edges[i-1] <= v < edges[i]` (PostgreSQL's `width_bucket(v, edges)`), so there are
+    /// `edges.len() + 1` bins; values below `min` or above `max` fall in the outer bins.
     Bins {
         /// Inner bin edges, ascending.
         edges: Vec<f64>,
         /// Training rows per bin.
         counts: Vec<u64>,
+        /// Smallest training value.
+        min: f64,
+        /// Largest training value.
+        max: f64,
+        /// Standard deviation of the training values (normalises the Wasserstein distance).
+        std: f64,
     },
     /// Training rows per label.
     Categories {
         /// Label → rows.
         counts: std::collections::BTreeMap<String, u64>,
     },
+}
+
+impl Distribution {
+    /// Reference rows per bin, in bin order.
+    pub fn counts(&self) -> Vec<u64> {
+        match self {
+            Distribution::Bins { counts, .. } => counts.clone(),
+            Distribution::Categories { counts } => counts.values().copied().collect(),
+        }
+    }
+
+    /// The bin of a number (`width_bucket` semantics); `None` for categorical distributions.
+    pub fn bin_of_number(&self, value: f64) -> Option<usize> {
+        match self {
+            Distribution::Bins { edges, .. } => Some(edges.partition_point(|e| *e <= value)),
+            Distribution::Categories { .. } => None,
+        }
+    }
+
+    /// The bin of a label; `None` if it was not seen in training.
+    pub fn bin_of_label(&self, label: &str) -> Option<usize> {
+        match self {
+            Distribution::Categories { counts } => counts.keys().position(|l| l == label),
+            Distribution::Bins { .. } => None,
+        }
+    }
+
+    /// Where each bin's mass sits for the Wasserstein distance: the middle of
+    /// `[min, e0, e1, …, max]`'s consecutive points.
+    pub fn bin_centers(&self) -> Option<Vec<f64>> {
+        let Distribution::Bins { edges, min, max, .. } = self else { return None };
+        let mut grid = vec![*min];
+        grid.extend(edges.iter().copied());
+        grid.push(*max);
+        Some(grid.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect())
+    }
 }
 
 /// Regression metrics on the holdout set.

@@ -9,4 +9,6 @@ pub mod train;
 
 pub use card::ModelCard;
 pub use features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
-pub use registry::{LoadedModel, ModelLoadError, ModelRegistry, ModelSet, ScoreError, Scored};
+pub use registry::{
+    LoadedModel, ModelLoadError, ModelRegistry, ModelSet, PRICE_FEATURE, ScoreError, Scored, Warning, WarningKind,
+};

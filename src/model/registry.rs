@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::artifact::{ArtifactError, Pipeline};
+use serde::{Deserialize, Serialize};
+
+use super::artifact::{ArtifactError, Encoded, Pipeline};
 use super::card::{CARD_FILE, ModelCard};
 use super::features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
 
@@ -75,15 +77,45 @@ pub enum ModelLoadError {
     },
 }
 
+/// Name under which the prediction itself is tracked for drift (next to the input features).
+pub const PRICE_FEATURE: &str = "_price";
+
+/// Why an answered prediction deserves caution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, async_graphql::Enum)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningKind {
+    /// The value lies outside the range the model saw in training.
+    OutOfRange,
+    /// The label was never seen in training; the card's imputation value was used instead.
+    UnseenCategory,
+}
+
+/// A per-request warning, returned with the prediction and stored with its log row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, async_graphql::SimpleObject)]
+#[graphql(name = "PredictionWarning")]
+pub struct Warning {
+    /// The input feature (API name).
+    pub feature: String,
+    /// What is wrong.
+    pub kind: WarningKind,
+    /// Human-readable detail.
+    pub message: String,
+}
+
 /// A priced house.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
     /// Predicted price, USD.
     pub price: f64,
-    /// Features the model needed but the client did not send.
+    /// Features the model needed but the client did not send (or sent with an unseen label).
     pub imputed: Vec<Feature>,
     /// Every feature value the model used, after imputation.
     pub values: BTreeMap<Feature, FeatureValue>,
+    /// Out-of-range values and unseen labels.
+    pub warnings: Vec<Warning>,
+    /// (feature, reference bin) of every client-sent value and of the price, for the drift
+    /// counters; bin -1 marks a feature's warning.
+    pub drift_bins: Vec<(String, i32)>,
 }
 
 /// Why one house could not be priced.
@@ -151,9 +183,57 @@ impl LoadedModel {
                 if !price.is_finite() {
                     return Err(ArtifactError::Predict(format!("non-finite prediction {price}")).into());
                 }
-                Ok(Scored { price, imputed: e.imputed, values: e.values })
+                let (warnings, drift_bins) = self.monitor(&e, price);
+                Ok(Scored { price, imputed: e.imputed, values: e.values, warnings, drift_bins })
             })
             .collect()
+    }
+}
+
+impl LoadedModel {
+    /// Compares one encoded request with the card: warnings for values outside the training range
+    /// and unseen labels, and the reference bin of each client-sent value and of the price.
+    fn monitor(&self, encoded: &Encoded, price: f64) -> (Vec<Warning>, Vec<(String, i32)>) {
+        let mut warnings = Vec::new();
+        let mut bins = Vec::new();
+        for (feature, label) in &encoded.unseen {
+            warnings.push(Warning {
+                feature: feature.name().to_owned(),
+                kind: WarningKind::UnseenCategory,
+                message: format!("{feature}: {label:?} was not seen in training; the imputation value was used"),
+            });
+            bins.push((feature.name().to_owned(), -1));
+        }
+        for spec in &self.card.features {
+            let Some(feature) = Feature::from_name(&spec.name) else { continue };
+            if encoded.imputed.contains(&feature) {
+                continue;
+            }
+            let bin = match encoded.values.get(&feature) {
+                Some(FeatureValue::Number(x)) => {
+                    if let (Some(min), Some(max)) = (spec.min, spec.max)
+                        && (*x < min || *x > max)
+                    {
+                        warnings.push(Warning {
+                            feature: spec.name.clone(),
+                            kind: WarningKind::OutOfRange,
+                            message: format!("{}: {x} is outside the training range {min} to {max}", spec.name),
+                        });
+                        bins.push((spec.name.clone(), -1));
+                    }
+                    spec.reference.bin_of_number(*x)
+                }
+                Some(FeatureValue::Category(label)) => spec.reference.bin_of_label(label),
+                None => None,
+            };
+            if let Some(bin) = bin {
+                bins.push((spec.name.clone(), bin as i32));
+            }
+        }
+        if let Some(bin) = self.card.prediction_reference.bin_of_number(price) {
+            bins.push((PRICE_FEATURE.to_owned(), bin as i32));
+        }
+        (warnings, bins)
     }
 }
 

@@ -266,18 +266,26 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// Decile bins of `values` and the training counts per bin.
+/// Decile bins of `values` and the training counts per bin (see [`Distribution::Bins`]).
 pub fn reference_bins(values: &[f64]) -> Distribution {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let mut edges: Vec<f64> =
-        (1..REFERENCE_BINS).map(|i| quantile(&sorted, i as f64 / REFERENCE_BINS as f64)).collect();
+    let mut edges: Vec<f64> = (1..REFERENCE_BINS).map(|i| quantile(&sorted, i as f64 / REFERENCE_BINS as f64)).collect();
     edges.dedup();
     let mut counts = vec![0; edges.len() + 1];
     for v in values {
-        counts[edges.partition_point(|e| e < v)] += 1;
+        counts[edges.partition_point(|e| e <= v)] += 1;
     }
-    Distribution::Bins { edges, counts }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    Distribution::Bins {
+        edges,
+        counts,
+        min: sorted.first().copied().unwrap_or(0.0),
+        max: sorted.last().copied().unwrap_or(0.0),
+        std,
+    }
 }
 
 /// The pipeline's columns, with imputation values from the training rows.
@@ -356,14 +364,8 @@ fn algorithm_name(candidate: &Candidate) -> String {
 fn encode_all(encoder: &Encoder, houses: &[&HouseFeatures]) -> anyhow::Result<Vec<Vec<f64>>> {
     houses
         .iter()
-        .map(|h| {
-            // A holdout label never seen in training is imputed, as a client's would be refused.
-            let mut house = (*h).clone();
-            if let Err(invalid) = encoder.encode(&house) {
-                house.optional.remove(&invalid.feature);
-            }
-            Ok(encoder.encode(&house).map_err(|e| anyhow::anyhow!("cannot encode a training row: {e}"))?.row)
-        })
+        // A holdout label never seen in training is imputed, exactly as a client's would be.
+        .map(|h| Ok(encoder.encode(h).map_err(|e| anyhow::anyhow!("cannot encode a training row: {e}"))?.row))
         .collect()
 }
 
@@ -546,11 +548,17 @@ mod tests {
     #[test]
     fn reference_bins_are_deciles_with_counts() {
         let values: Vec<f64> = (1..=100).map(f64::from).collect();
-        let Distribution::Bins { edges, counts } = reference_bins(&values) else { panic!("bins") };
-        assert_eq!(edges, [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0]);
-        assert_eq!(counts, vec![10; 10]);
-        // Constant values collapse to one edge and two bins.
-        let Distribution::Bins { edges, counts } = reference_bins(&[5.0; 7]) else { panic!("bins") };
-        assert_eq!((edges, counts), (vec![5.0], vec![7, 0]));
+        let reference = reference_bins(&values);
+        let Distribution::Bins { edges, counts, min, max, .. } = &reference else { panic!("bins") };
+        assert_eq!(edges, &[10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0]);
+        // Left-closed bins: 1..=9 below the first edge, 10..=19 in the second, ..., 90..=100 last.
+        assert_eq!(counts, &[9, 10, 10, 10, 10, 10, 10, 10, 10, 11]);
+        assert_eq!((*min, *max), (1.0, 100.0));
+        assert_eq!(reference.bin_of_number(10.0), Some(1));
+        assert_eq!(reference.bin_of_number(9.99), Some(0));
+        assert_eq!(reference.bin_of_number(1e9), Some(9));
+        // Constant values collapse to one edge and two bins, all rows in the upper one.
+        let Distribution::Bins { edges, counts, std, .. } = reference_bins(&[5.0; 7]) else { panic!("bins") };
+        assert_eq!((edges, counts, std), (vec![5.0], vec![0, 7], 0.0));
     }
 }

@@ -221,13 +221,38 @@ async fn missing_optional_features_are_imputed_and_reported(pool: PgPool) {
 }
 
 #[sqlx::test]
-async fn an_unknown_category_is_rejected_listing_the_allowed_values(pool: PgPool) {
+async fn an_unseen_category_is_imputed_with_a_warning(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let input = json!({ "squareFeet": 1500.0, "bedrooms": 3, "bathrooms": 2.0, "neighborhood": "Atlantis" });
-    let body = app.graphql(PREDICT, json!({ "input": input, "model": "gradient-boosting" })).await;
-    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
-    assert_eq!(error_field(&body), "input.neighborhood");
-    let message = body["errors"][0]["message"].as_str().unwrap();
-    assert!(message.contains("Atlantis") && message.contains("North_Ames"), "{message}");
-    assert_eq!(app.count_rows("status = 'rejected' and error_field = 'input.neighborhood'").await, 1);
+    let query = "query($input: HouseInput!) { predictPrice(input: $input, model: \"gradient-boosting\") {
+        id price imputedFeatures warnings { feature kind message } } }";
+    let body = app.graphql(query, json!({ "input": input })).await;
+    let p = &body["data"]["predictPrice"];
+    assert!(p["price"].is_number(), "still answered: {body}");
+    assert!(p["imputedFeatures"].as_array().unwrap().contains(&json!("neighborhood")));
+    assert_eq!(p["warnings"][0]["feature"], "neighborhood");
+    assert_eq!(p["warnings"][0]["kind"], "UNSEEN_CATEGORY");
+    assert!(p["warnings"][0]["message"].as_str().unwrap().contains("Atlantis"));
+    // Same price as not sending the neighbourhood at all.
+    let without = app.graphql(query, json!({ "input": { "squareFeet": 1500.0, "bedrooms": 3, "bathrooms": 2.0 } })).await;
+    assert_eq!(p["price"], without["data"]["predictPrice"]["price"]);
+    let condition = format!(
+        "id = '{}' and warnings @> '[{{\"feature\": \"neighborhood\", \"kind\": \"unseen_category\"}}]'",
+        p["id"].as_str().unwrap()
+    );
+    assert_eq!(app.count_rows(&condition).await, 1);
+}
+
+#[sqlx::test]
+async fn an_input_outside_the_training_range_is_answered_with_a_warning(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let body = app
+        .graphql("{ predictPrice(input: {squareFeet: 9000, bedrooms: 3, bathrooms: 2}) { price warnings { feature kind message } } }", json!({}))
+        .await;
+    let p = &body["data"]["predictPrice"];
+    assert!(p["price"].is_number(), "{body}");
+    assert_eq!(p["warnings"], json!([{ "feature": "squareFeet", "kind": "OUT_OF_RANGE",
+        "message": "squareFeet: 9000 is outside the training range 334 to 3820" }]));
+    let in_range = app.graphql("{ predictPrice(input: {squareFeet: 1500, bedrooms: 3, bathrooms: 2}) { warnings { feature } } }", json!({})).await;
+    assert_eq!(in_range["data"]["predictPrice"]["warnings"], json!([]));
 }

@@ -1,0 +1,126 @@
+//! The background evaluator: every `MONITOR_INTERVAL_MS` it computes drift and accuracy for every
+//! loaded model version over the last `MONITOR_WINDOW_HOURS`, stores the report in
+//! `monitoring_reports`, exports gauges, and publishes a `driftAlert` when a feature's status
+//! changes to WARN or DRIFT.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_graphql::SimpleObject;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use super::drift::{self, DriftStatus};
+use super::performance::{self, Bucket};
+use crate::service::AppState;
+
+/// A feature whose drift status changed to WARN or DRIFT.
+#[derive(Debug, Clone, Serialize, SimpleObject)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftAlert {
+    /// Model name.
+    pub model_name: String,
+    /// Model version.
+    pub model_version: String,
+    /// The feature (`_price` for the prediction).
+    pub feature: String,
+    /// New status.
+    pub status: DriftStatus,
+    /// Status at the previous evaluation (OK at the first).
+    pub previous: DriftStatus,
+    /// PSI over the window.
+    pub psi: f64,
+    /// Live values in the window.
+    pub sample_size: i64,
+    /// When the evaluation ran.
+    pub evaluated_at: DateTime<Utc>,
+}
+
+/// Channel the evaluator publishes alerts on (subscribers: `driftAlert`).
+pub fn alert_channel() -> broadcast::Sender<DriftAlert> {
+    broadcast::channel(256).0
+}
+
+/// Starts the evaluator unless `interval` is zero. Stops with the server.
+pub fn spawn(state: AppState, interval: Duration, window: TimeDelta) {
+    if interval.is_zero() {
+        tracing::info!("monitoring evaluator is off (MONITOR_INTERVAL_MS=0)");
+        return;
+    }
+    tokio::spawn(async move {
+        let mut previous: HashMap<(String, String, String), DriftStatus> = HashMap::new();
+        let mut ticks = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    if let Err(err) = evaluate(&state, window, &mut previous).await {
+                        tracing::warn!(error = %format!("{err:#}"), "monitoring evaluation failed");
+                    }
+                }
+                () = state.shutdown.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// One evaluation of every loaded model version; returns the alerts it raised.
+pub async fn evaluate(
+    state: &AppState,
+    window: TimeDelta,
+    previous: &mut HashMap<(String, String, String), DriftStatus>,
+) -> anyhow::Result<Vec<DriftAlert>> {
+    let to = Utc::now();
+    let from = to - window;
+    let mut alerts = Vec::new();
+    for model in state.models.snapshot().models() {
+        let report = drift::report(&state.pool, model, from, to).await?;
+        if report.predictions == 0 {
+            continue;
+        }
+        let accuracy =
+            performance::buckets(&state.pool, &model.card.name, Some(&model.card.version), from, to, Bucket::Day).await?;
+        let worst = report.status.max(report.prediction.status);
+        sqlx::query(
+            "insert into monitoring_reports (model_name, model_version, window_from, window_to, status, report)
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&report.model_name)
+        .bind(&report.model_version)
+        .bind(report.from)
+        .bind(report.to)
+        .bind(worst.as_str())
+        .bind(serde_json::json!({ "drift": &report, "performance": accuracy }))
+        .execute(&state.pool)
+        .await?;
+        for f in report.features.iter().chain(std::iter::once(&report.prediction)) {
+            let labels =
+                [("model", report.model_name.clone()), ("version", report.model_version.clone()), ("feature", f.feature.clone())];
+            metrics::gauge!("drift_status", &labels).set(match f.status {
+                DriftStatus::Ok => 0.0,
+                DriftStatus::Warn => 1.0,
+                DriftStatus::Drift => 2.0,
+            });
+            metrics::gauge!("drift_psi", &labels).set(f.psi);
+            let key = (report.model_name.clone(), report.model_version.clone(), f.feature.clone());
+            let before = previous.insert(key, f.status).unwrap_or(DriftStatus::Ok);
+            if f.status != before && f.status != DriftStatus::Ok {
+                let alert = DriftAlert {
+                    model_name: report.model_name.clone(),
+                    model_version: report.model_version.clone(),
+                    feature: f.feature.clone(),
+                    status: f.status,
+                    previous: before,
+                    psi: f.psi,
+                    sample_size: f.sample_size,
+                    evaluated_at: to,
+                };
+                tracing::warn!(model = %alert.model_name, version = %alert.model_version, feature = %alert.feature,
+                               status = ?alert.status, psi = alert.psi, "drift alert");
+                let _ = state.alerts.send(alert.clone());
+                alerts.push(alert);
+            }
+        }
+    }
+    Ok(alerts)
+}

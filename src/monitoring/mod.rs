@@ -1,0 +1,9 @@
+//! Model monitoring from the request log: ground-truth outcomes, accuracy over time, drift
+//! against each model version's training reference, and the background evaluator with alerts.
+
+pub mod drift;
+pub mod evaluator;
+pub mod outcomes;
+pub mod performance;
+pub mod references;
+pub mod stats;
