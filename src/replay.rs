@@ -8,8 +8,8 @@ use std::str::FromStr;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::model::train::{holdout_split, read_dataset};
 use crate::model::features::FeatureKind;
+use crate::model::train::{holdout_split, read_dataset};
 use crate::model::{Feature, FeatureValue, HouseFeatures};
 
 /// A change applied to one feature of every replayed house.
@@ -37,7 +37,8 @@ impl FromStr for Shift {
 
     /// `feature=+30%`, `feature=-5` or `feature=Label`.
     fn from_str(s: &str) -> anyhow::Result<Self> {
-        let (name, change) = s.split_once('=').context("a shift looks like feature=+30%, feature=-5 or feature=Label")?;
+        let (name, change) =
+            s.split_once('=').context("a shift looks like feature=+30%, feature=-5 or feature=Label")?;
         let feature = Feature::from_name(name).with_context(|| format!("unknown feature {name:?}"))?;
         let change = if let Some(p) = change.strip_suffix('%') {
             Change::Percent(p.parse().with_context(|| format!("bad percentage {change:?}"))?)
@@ -47,7 +48,8 @@ impl FromStr for Shift {
             Change::Set(change.to_owned())
         };
         match (feature.kind(), &change) {
-            (FeatureKind::Categorical, Change::Set(_)) | (FeatureKind::Numeric, Change::Percent(_) | Change::Add(_)) => {}
+            (FeatureKind::Categorical, Change::Set(_))
+            | (FeatureKind::Numeric, Change::Percent(_) | Change::Add(_)) => {}
             _ => bail!("shift {s:?} does not fit {feature}'s kind"),
         }
         Ok(Self { feature, change })
@@ -152,7 +154,12 @@ pub fn house_input(house: &HouseFeatures) -> Value {
     Value::Object(input)
 }
 
-async fn post(client: &reqwest::Client, options: &ReplayOptions, query: &str, variables: Value) -> anyhow::Result<Value> {
+async fn post(
+    client: &reqwest::Client,
+    options: &ReplayOptions,
+    query: &str,
+    variables: Value,
+) -> anyhow::Result<Value> {
     let mut request = client.post(format!("{}/graphql", options.url.trim_end_matches('/')));
     if let Some(key) = &options.api_key {
         request = request.header("x-api-key", key);

@@ -4,9 +4,9 @@ use async_graphql::{Context, Object};
 
 use super::query::{data, resolve};
 use super::types::{ModelInfo, OutcomeInput, OutcomeItem, PredictionError, ReloadResult};
+use crate::auth::{PresentedKey, Scope};
 use crate::error::AppError;
 use crate::monitoring::outcomes::{self, NewOutcome, Outcome};
-use crate::auth::{PresentedKey, Scope};
 use crate::service::AppState;
 
 /// Most outcomes in one `recordOutcomes` call.

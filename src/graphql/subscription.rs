@@ -43,10 +43,7 @@ impl SubscriptionRoot {
 
     /// Drift alerts: a feature of a model version whose status changed to WARN or DRIFT at an
     /// evaluator run (every `MONITOR_INTERVAL_MS`).
-    async fn drift_alert(
-        &self,
-        ctx: &Context<'_>,
-    ) -> async_graphql::Result<impl Stream<Item = DriftAlert> + use<>> {
+    async fn drift_alert(&self, ctx: &Context<'_>) -> async_graphql::Result<impl Stream<Item = DriftAlert> + use<>> {
         let state = data::<AppState>(ctx).map_err(|e| e.extend())?;
         let shutdown = state.shutdown.clone().cancelled_owned();
         Ok(BroadcastStream::new(state.alerts.subscribe())

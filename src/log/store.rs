@@ -2,8 +2,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
 use chrono::DurationRound;
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -84,26 +84,23 @@ pub async fn add_drift_counts(conn: &mut PgConnection, rows: &[&LogRecord], inse
     if counts.is_empty() {
         return Ok(());
     }
-    let mut columns: (Vec<DateTime<Utc>>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<i32>, Vec<i64>) = Default::default();
-    for ((hour, name, version, feature, bin), n) in counts {
-        columns.0.push(hour);
-        columns.1.push(name);
-        columns.2.push(version);
-        columns.3.push(feature);
-        columns.4.push(bin);
-        columns.5.push(n);
-    }
+    let hours: Vec<DateTime<Utc>> = counts.keys().map(|k| k.0).collect();
+    let names: Vec<&str> = counts.keys().map(|k| k.1).collect();
+    let versions: Vec<&str> = counts.keys().map(|k| k.2).collect();
+    let features: Vec<&str> = counts.keys().map(|k| k.3).collect();
+    let bins: Vec<i32> = counts.keys().map(|k| k.4).collect();
+    let ns: Vec<i64> = counts.values().copied().collect();
     sqlx::query(
         "insert into drift_counts (hour, model_name, model_version, feature, bin, n)
          select * from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int8[])
          on conflict (model_name, model_version, hour, feature, bin) do update set n = drift_counts.n + excluded.n",
     )
-    .bind(columns.0)
-    .bind(columns.1)
-    .bind(columns.2)
-    .bind(columns.3)
-    .bind(columns.4)
-    .bind(columns.5)
+    .bind(hours)
+    .bind(names)
+    .bind(versions)
+    .bind(features)
+    .bind(bins)
+    .bind(ns)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -96,6 +96,9 @@ pub enum Distribution {
         max: f64,
         /// Standard deviation of the training values (normalises the Wasserstein distance).
         std: f64,
+        /// Mean training value in each bin (where the Wasserstein distance puts each bin's mass;
+        /// the midpoint of the bin's range when it is empty).
+        means: Vec<f64>,
     },
     /// Training rows per label.
     Categories {
@@ -129,14 +132,13 @@ impl Distribution {
         }
     }
 
-    /// Where each bin's mass sits for the Wasserstein distance: the middle of
-    /// `[min, e0, e1, …, max]`'s consecutive points.
+    /// Where each bin's mass sits for the Wasserstein distance: the training mean of the bin.
+    /// (Midpoints would be far off for open-ended outer bins of skewed features such as lot area.)
     pub fn bin_centers(&self) -> Option<Vec<f64>> {
-        let Distribution::Bins { edges, min, max, .. } = self else { return None };
-        let mut grid = vec![*min];
-        grid.extend(edges.iter().copied());
-        grid.push(*max);
-        Some(grid.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect())
+        match self {
+            Distribution::Bins { means, .. } => Some(means.clone()),
+            Distribution::Categories { .. } => None,
+        }
     }
 }
 

@@ -270,22 +270,27 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 pub fn reference_bins(values: &[f64]) -> Distribution {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let mut edges: Vec<f64> = (1..REFERENCE_BINS).map(|i| quantile(&sorted, i as f64 / REFERENCE_BINS as f64)).collect();
+    let mut edges: Vec<f64> =
+        (1..REFERENCE_BINS).map(|i| quantile(&sorted, i as f64 / REFERENCE_BINS as f64)).collect();
     edges.dedup();
     let mut counts = vec![0; edges.len() + 1];
+    let mut sums = vec![0.0; edges.len() + 1];
     for v in values {
-        counts[edges.partition_point(|e| e <= v)] += 1;
+        let bin = edges.partition_point(|e| e <= v);
+        counts[bin] += 1;
+        sums[bin] += v;
     }
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
     let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    Distribution::Bins {
-        edges,
-        counts,
-        min: sorted.first().copied().unwrap_or(0.0),
-        max: sorted.last().copied().unwrap_or(0.0),
-        std,
-    }
+    let (min, max) = (sorted.first().copied().unwrap_or(0.0), sorted.last().copied().unwrap_or(0.0));
+    let mut grid = vec![min];
+    grid.extend(edges.iter().copied());
+    grid.push(max);
+    let means = (0..counts.len())
+        .map(|b| if counts[b] > 0 { sums[b] / counts[b] as f64 } else { (grid[b] + grid[b + 1]) / 2.0 })
+        .collect();
+    Distribution::Bins { edges, counts, min, max, std, means }
 }
 
 /// The pipeline's columns, with imputation values from the training rows.
@@ -554,11 +559,12 @@ mod tests {
         // Left-closed bins: 1..=9 below the first edge, 10..=19 in the second, ..., 90..=100 last.
         assert_eq!(counts, &[9, 10, 10, 10, 10, 10, 10, 10, 10, 11]);
         assert_eq!((*min, *max), (1.0, 100.0));
+        assert_eq!(reference.bin_centers().unwrap()[..2], [5.0, 14.5]);
         assert_eq!(reference.bin_of_number(10.0), Some(1));
         assert_eq!(reference.bin_of_number(9.99), Some(0));
         assert_eq!(reference.bin_of_number(1e9), Some(9));
         // Constant values collapse to one edge and two bins, all rows in the upper one.
-        let Distribution::Bins { edges, counts, std, .. } = reference_bins(&[5.0; 7]) else { panic!("bins") };
-        assert_eq!((edges, counts, std), (vec![5.0], vec![0, 7], 0.0));
+        let Distribution::Bins { edges, counts, std, means, .. } = reference_bins(&[5.0; 7]) else { panic!("bins") };
+        assert_eq!((edges, counts, std, means), (vec![5.0], vec![0, 7], 0.0, vec![5.0, 5.0]));
     }
 }

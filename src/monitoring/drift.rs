@@ -213,7 +213,12 @@ pub fn feature_drift(feature: &str, reference: &Distribution, live: Option<&BTre
 }
 
 /// The drift report of `model` over `[from, to)`.
-pub async fn report(pool: &PgPool, model: &LoadedModel, from: DateTime<Utc>, to: DateTime<Utc>) -> sqlx::Result<DriftReport> {
+pub async fn report(
+    pool: &PgPool,
+    model: &LoadedModel,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<DriftReport> {
     let counts = live_counts(pool, model, from, to).await?;
     let features: Vec<FeatureDrift> =
         model.card.features.iter().map(|f| feature_drift(&f.name, &f.reference, counts.get(&f.name))).collect();
@@ -237,7 +242,14 @@ mod tests {
     use super::*;
 
     fn bins() -> Distribution {
-        Distribution::Bins { edges: vec![10.0, 20.0], counts: vec![100, 100, 100], min: 0.0, max: 30.0, std: 8.0 }
+        Distribution::Bins {
+            edges: vec![10.0, 20.0],
+            counts: vec![100, 100, 100],
+            min: 0.0,
+            max: 30.0,
+            std: 8.0,
+            means: vec![5.0, 15.0, 25.0],
+        }
     }
 
     #[test]

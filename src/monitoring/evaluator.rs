@@ -79,7 +79,8 @@ pub async fn evaluate(
             continue;
         }
         let accuracy =
-            performance::buckets(&state.pool, &model.card.name, Some(&model.card.version), from, to, Bucket::Day).await?;
+            performance::buckets(&state.pool, &model.card.name, Some(&model.card.version), from, to, Bucket::Day)
+                .await?;
         let worst = report.status.max(report.prediction.status);
         sqlx::query(
             "insert into monitoring_reports (model_name, model_version, window_from, window_to, status, report)
@@ -94,8 +95,11 @@ pub async fn evaluate(
         .execute(&state.pool)
         .await?;
         for f in report.features.iter().chain(std::iter::once(&report.prediction)) {
-            let labels =
-                [("model", report.model_name.clone()), ("version", report.model_version.clone()), ("feature", f.feature.clone())];
+            let labels = [
+                ("model", report.model_name.clone()),
+                ("version", report.model_version.clone()),
+                ("feature", f.feature.clone()),
+            ];
             metrics::gauge!("drift_status", &labels).set(match f.status {
                 DriftStatus::Ok => 0.0,
                 DriftStatus::Warn => 1.0,

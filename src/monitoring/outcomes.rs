@@ -58,7 +58,10 @@ pub async fn record(
     let mut ids = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match Uuid::parse_str(&item.prediction_id) {
-            Err(_) => results[i] = Some(Err(AppError::invalid(format!("{}.predictionId", field(i)), "is not a prediction id"))),
+            Err(_) => {
+                results[i] =
+                    Some(Err(AppError::invalid(format!("{}.predictionId", field(i)), "is not a prediction id")))
+            }
             Ok(_) if !(item.actual_price.is_finite() && item.actual_price > 0.0) => {
                 results[i] = Some(Err(AppError::invalid(
                     format!("{}.actualPrice", field(i)),
@@ -116,11 +119,8 @@ pub async fn record(
         }
     }
     // The same prediction twice in one call: the last value wins, like sequential calls would.
-    let changed: HashMap<Uuid, (f64, DateTime<Utc>)> = writes
-        .iter()
-        .filter(|w| w.4 != OutcomeChange::Unchanged)
-        .map(|w| (w.1, (w.2, w.3)))
-        .collect();
+    let changed: HashMap<Uuid, (f64, DateTime<Utc>)> =
+        writes.iter().filter(|w| w.4 != OutcomeChange::Unchanged).map(|w| (w.1, (w.2, w.3))).collect();
     if !changed.is_empty() {
         let (ids, rest): (Vec<Uuid>, Vec<(f64, DateTime<Utc>)>) = changed.into_iter().unzip();
         let (prices, observed): (Vec<f64>, Vec<DateTime<Utc>>) = rest.into_iter().unzip();
@@ -147,5 +147,8 @@ pub async fn record(
             change,
         }));
     }
-    Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(AppError::Internal(anyhow::anyhow!("unprocessed outcome"))))).collect())
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(AppError::Internal(anyhow::anyhow!("unprocessed outcome")))))
+        .collect())
 }

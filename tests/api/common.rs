@@ -155,3 +155,61 @@ pub fn committed_model(spec: &str) -> Arc<LoadedModel> {
         .default_model()
         .clone()
 }
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A GraphQL WebSocket client on `/ws`.
+pub struct Subscriber {
+    ws: Ws,
+}
+
+impl Subscriber {
+    /// Connects with `protocol` (`graphql-transport-ws` or `graphql-ws`) and completes the handshake.
+    pub async fn connect(app: &TestApp, protocol: &str) -> Self {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/ws", app.addr).into_client_request().unwrap();
+        request.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
+        let (ws, response) = tokio_tungstenite::connect_async(request).await.expect("websocket connects");
+        assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
+        let mut subscriber = Self { ws };
+        subscriber
+            .ws
+            .send(tokio_tungstenite::tungstenite::Message::text(json!({ "type": "connection_init" }).to_string()))
+            .await
+            .unwrap();
+        assert_eq!(subscriber.next_event().await["type"], "connection_ack");
+        subscriber
+    }
+
+    /// Sends a raw protocol message.
+    pub async fn send(&mut self, message: Value) {
+        use futures_util::SinkExt;
+        self.ws.send(tokio_tungstenite::tungstenite::Message::text(message.to_string())).await.unwrap();
+    }
+
+    /// The next JSON message (pings skipped).
+    pub async fn next_event(&mut self) -> Value {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match self.ws.next().await.expect("socket open").expect("frame") {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+}
+
+impl TestApp {
+    /// A `driftAlert` subscription over graphql-transport-ws.
+    pub async fn subscribe_alerts(&self) -> Subscriber {
+        let mut subscriber = Subscriber::connect(self, "graphql-transport-ws").await;
+        subscriber
+            .send(json!({ "id": "alerts", "type": "subscribe",
+                "payload": { "query": "subscription { driftAlert { modelName modelVersion feature status previous psi sampleSize } }" } }))
+            .await;
+        subscriber
+    }
+}

@@ -6,6 +6,7 @@ mod durability;
 mod history;
 mod limits;
 mod models;
+mod monitoring;
 mod ops;
 mod predict;
 mod registry;

@@ -234,7 +234,8 @@ async fn an_unseen_category_is_imputed_with_a_warning(pool: PgPool) {
     assert_eq!(p["warnings"][0]["kind"], "UNSEEN_CATEGORY");
     assert!(p["warnings"][0]["message"].as_str().unwrap().contains("Atlantis"));
     // Same price as not sending the neighbourhood at all.
-    let without = app.graphql(query, json!({ "input": { "squareFeet": 1500.0, "bedrooms": 3, "bathrooms": 2.0 } })).await;
+    let without =
+        app.graphql(query, json!({ "input": { "squareFeet": 1500.0, "bedrooms": 3, "bathrooms": 2.0 } })).await;
     assert_eq!(p["price"], without["data"]["predictPrice"]["price"]);
     let condition = format!(
         "id = '{}' and warnings @> '[{{\"feature\": \"neighborhood\", \"kind\": \"unseen_category\"}}]'",
@@ -251,8 +252,16 @@ async fn an_input_outside_the_training_range_is_answered_with_a_warning(pool: Pg
         .await;
     let p = &body["data"]["predictPrice"];
     assert!(p["price"].is_number(), "{body}");
-    assert_eq!(p["warnings"], json!([{ "feature": "squareFeet", "kind": "OUT_OF_RANGE",
-        "message": "squareFeet: 9000 is outside the training range 334 to 3820" }]));
-    let in_range = app.graphql("{ predictPrice(input: {squareFeet: 1500, bedrooms: 3, bathrooms: 2}) { warnings { feature } } }", json!({})).await;
+    assert_eq!(
+        p["warnings"],
+        json!([{ "feature": "squareFeet", "kind": "OUT_OF_RANGE",
+        "message": "squareFeet: 9000 is outside the training range 334 to 3820" }])
+    );
+    let in_range = app
+        .graphql(
+            "{ predictPrice(input: {squareFeet: 1500, bedrooms: 3, bathrooms: 2}) { warnings { feature } } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(in_range["data"]["predictPrice"]["warnings"], json!([]));
 }

@@ -1,0 +1,251 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DurationRound, TimeDelta, Utc};
+use house_price_api::auth::hash_key;
+use house_price_api::replay::{self, ReplayOptions, ReplaySummary};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::common::{TestApp, config, error_code, error_field};
+
+const LABELLER: &str = "labeller-key";
+
+fn monitored_config() -> house_price_api::config::AppConfig {
+    let mut config = config();
+    config.api_keys = vec![format!("{}:outcomes", hash_key(LABELLER)), format!("{}:models", hash_key("admin-key"))];
+    config
+}
+
+async fn run_replay(app: &TestApp, shifts: &[&str]) -> ReplaySummary {
+    replay::run(&ReplayOptions {
+        url: format!("http://{}", app.addr),
+        model: Some("gradient-boosting".into()),
+        data: "data/ames_housing.csv".into(),
+        seed: 42,
+        holdout_fraction: 0.2,
+        shifts: shifts.iter().map(|s| s.parse().unwrap()).collect(),
+        api_key: Some(LABELLER.into()),
+        batch: 50,
+        limit: None,
+    })
+    .await
+    .expect("replay runs")
+}
+
+async fn keyed(app: &TestApp, key: &str, query: &str, variables: Value) -> Value {
+    app.client
+        .post(app.url("/graphql"))
+        .header("x-api-key", key)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+const RECORD: &str = "mutation($id: ID!, $price: Float!) { recordOutcome(predictionId: $id, actualPrice: $price) {
+    predictionId actualPrice revision change } }";
+
+#[sqlx::test]
+async fn outcomes_are_idempotent_corrections_are_audited_and_unknown_ids_not_found(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, monitored_config()).await;
+    let id = app.predict(1500.0, 3, 2.0).await["data"]["predictPrice"]["id"].as_str().unwrap().to_owned();
+
+    let first = keyed(&app, LABELLER, RECORD, json!({ "id": id, "price": 180000.0 })).await;
+    assert_eq!(first["data"]["recordOutcome"]["change"], "CREATED", "{first}");
+    let again = keyed(&app, LABELLER, RECORD, json!({ "id": id, "price": 180000.0 })).await;
+    assert_eq!(again["data"]["recordOutcome"]["change"], "UNCHANGED");
+    assert_eq!(again["data"]["recordOutcome"]["revision"], 1);
+    let corrected = keyed(&app, LABELLER, RECORD, json!({ "id": id, "price": 185000.0 })).await;
+    assert_eq!(corrected["data"]["recordOutcome"]["change"], "UPDATED");
+    assert_eq!(corrected["data"]["recordOutcome"]["revision"], 2);
+
+    let (price, revision): (f64, i32) =
+        sqlx::query_as("select actual_price, revision from prediction_outcomes").fetch_one(&app.pool).await.unwrap();
+    assert_eq!((price, revision), (185000.0, 2));
+    let history: Vec<f64> =
+        sqlx::query_scalar("select actual_price from prediction_outcome_history").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(history, [180000.0], "the replaced value is kept");
+
+    let unknown = keyed(&app, LABELLER, RECORD, json!({ "id": uuid::Uuid::now_v7().to_string(), "price": 1.0 })).await;
+    assert_eq!(error_code(&unknown), "NOT_FOUND");
+    let bad_price = keyed(&app, LABELLER, RECORD, json!({ "id": id, "price": -5.0 })).await;
+    assert_eq!(error_field(&bad_price), "actualPrice");
+    let rejected = app.predict(-1.0, 3, 2.0).await;
+    assert!(rejected["errors"].is_array());
+    let rejected_id: uuid::Uuid = sqlx::query_scalar("select id from prediction_log where status = 'rejected'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let body = keyed(&app, LABELLER, RECORD, json!({ "id": rejected_id.to_string(), "price": 1.0 })).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "an unpriced prediction has no outcome");
+}
+
+#[sqlx::test]
+async fn recording_outcomes_needs_the_outcomes_scope(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, monitored_config()).await;
+    let id = app.predict(1500.0, 3, 2.0).await["data"]["predictPrice"]["id"].as_str().unwrap().to_owned();
+    let body = app.graphql(RECORD, json!({ "id": id, "price": 1.0 })).await;
+    assert_eq!(error_code(&body), "UNAUTHENTICATED");
+    assert_eq!(error_code(&keyed(&app, "admin-key", RECORD, json!({ "id": id, "price": 1.0 })).await), "FORBIDDEN");
+}
+
+#[sqlx::test]
+async fn bulk_outcomes_succeed_or_fail_per_item(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, monitored_config()).await;
+    let id = app.predict(1500.0, 3, 2.0).await["data"]["predictPrice"]["id"].as_str().unwrap().to_owned();
+    let body = keyed(
+        &app,
+        LABELLER,
+        "mutation($o: [OutcomeInput!]!) { recordOutcomes(outcomes: $o) { index outcome { change } error { code field } } }",
+        json!({ "o": [
+            { "predictionId": id, "actualPrice": 200000.0, "observedAt": "2026-11-01T00:00:00Z" },
+            { "predictionId": "not-a-uuid", "actualPrice": 1.0 },
+            { "predictionId": uuid::Uuid::now_v7().to_string(), "actualPrice": 1.0 },
+        ] }),
+    )
+    .await;
+    let items = body["data"]["recordOutcomes"].as_array().unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(items[0]["outcome"]["change"], "CREATED");
+    assert_eq!(items[1]["error"], json!({ "code": "BAD_USER_INPUT", "field": "outcomes[1].predictionId" }));
+    assert_eq!(items[2]["error"]["code"], "NOT_FOUND");
+    let observed: chrono::DateTime<Utc> =
+        sqlx::query_scalar("select observed_at from prediction_outcomes").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(observed.to_rfc3339(), "2026-11-01T00:00:00+00:00");
+}
+
+fn today() -> (String, String) {
+    let start = Utc::now().duration_trunc(TimeDelta::days(1)).unwrap();
+    (start.to_rfc3339(), (start + TimeDelta::days(1)).to_rfc3339())
+}
+
+const DRIFT: &str = "query($from: DateTime, $to: DateTime) { drift(model: \"gradient-boosting\", from: $from, to: $to) {
+    predictions status
+    features { feature kind sampleSize warnings psi jsDistance ksStatistic ksPValue wassersteinNormalized chiSquare chiSquarePValue status }
+    prediction { feature psi status sampleSize } } }";
+
+fn statuses(report: &Value) -> BTreeMap<String, String> {
+    report["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["feature"].as_str().unwrap().to_owned(), f["status"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[sqlx::test]
+async fn an_unshifted_replay_shows_no_drift_and_accuracy_matches_a_hand_computation(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, monitored_config()).await;
+    let summary = run_replay(&app, &[]).await;
+    assert_eq!(summary.sent, 585);
+    assert_eq!(summary.priced.len(), 585, "{:?}", summary.rejected);
+    assert_eq!(summary.outcomes_recorded, 585);
+
+    let (from, to) = today();
+    let body = app.graphql(DRIFT, json!({ "from": from, "to": to })).await;
+    let report = &body["data"]["drift"];
+    assert_eq!(report["predictions"], 585, "{body}");
+    let statuses = statuses(report);
+    assert_eq!(statuses.len(), 20);
+    let flagged: Vec<&Value> = report["features"].as_array().unwrap().iter().filter(|f| f["status"] != "OK").collect();
+    assert!(flagged.is_empty(), "holdout traffic looks like training: {flagged:#?}");
+    assert_eq!(report["status"], "OK");
+    assert_eq!(report["prediction"]["status"], "OK");
+
+    // Accuracy: the API, the SQL view and a computation from the replay's own answers agree.
+    let body = app
+        .graphql(
+            "query($from: DateTime, $to: DateTime) { performance(model: \"gradient-boosting@1.0.0\", from: $from, to: $to, bucket: DAY) {
+                predictions labelled mae rmse mape meanError } }",
+            json!({ "from": from, "to": to }),
+        )
+        .await;
+    let bucket = &body["data"]["performance"][0];
+    assert_eq!((bucket["predictions"].as_i64(), bucket["labelled"].as_i64()), (Some(585), Some(585)), "{body}");
+    let by_hand = summary.mae();
+    assert!((bucket["mae"].as_f64().unwrap() - by_hand).abs() < 1e-6, "{} vs {by_hand}", bucket["mae"]);
+    let rmse_by_hand =
+        (summary.priced.iter().map(|r| (r.price - r.actual).powi(2)).sum::<f64>() / summary.priced.len() as f64).sqrt();
+    assert!((bucket["rmse"].as_f64().unwrap() - rmse_by_hand).abs() < 1e-6);
+    let (view_mae, view_labelled): (f64, i64) =
+        sqlx::query_as("select mae, labelled from v_performance_daily where model_name = 'gradient-boosting'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!((view_mae - by_hand).abs() < 1e-6);
+    assert_eq!(view_labelled, 585);
+    // The holdout MAE of the card was computed on the same houses by the same model.
+    let card_mae = crate::common::committed_model("gradient-boosting").card.metrics.mae;
+    assert!((by_hand - card_mae).abs() < 1e-6, "{by_hand} vs card {card_mae}");
+}
+
+#[sqlx::test]
+async fn a_shifted_replay_flags_exactly_the_shifted_feature_in_the_api_and_the_sql_view(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, monitored_config()).await;
+    run_replay(&app, &["squareFeet=+30%"]).await;
+
+    let (from, to) = today();
+    let body = app.graphql(DRIFT, json!({ "from": from, "to": to })).await;
+    let report = &body["data"]["drift"];
+    let statuses = statuses(report);
+    assert_eq!(statuses["squareFeet"], "DRIFT", "{body}");
+    let others: Vec<_> = statuses.iter().filter(|(f, s)| *f != "squareFeet" && *s == "DRIFT").collect();
+    assert!(others.is_empty(), "only the shifted feature drifts: {others:?}");
+    assert_eq!(report["status"], "DRIFT");
+    let square_feet = report["features"].as_array().unwrap().iter().find(|f| f["feature"] == "squareFeet").unwrap();
+    assert!(square_feet["warnings"].as_i64().unwrap() > 0, "shifted houses beyond the training range are counted");
+    assert!(square_feet["ksPValue"].as_f64().unwrap() < 1e-6);
+
+    // The SQL view computes the same PSI per feature for the day.
+    let rows: Vec<(String, f64, i64)> = sqlx::query_as(
+        "select feature, psi, n::bigint from v_drift_psi_daily where model_name = 'gradient-boosting' and day = date_trunc('day', now())",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 21, "20 features and the prediction");
+    for (feature, psi, n) in rows {
+        let api = if feature == "_price" {
+            report["prediction"].clone()
+        } else {
+            report["features"].as_array().unwrap().iter().find(|f| f["feature"] == feature.as_str()).unwrap().clone()
+        };
+        assert!((api["psi"].as_f64().unwrap() - psi).abs() < 1e-9, "{feature}: API {} vs SQL {psi}", api["psi"]);
+        assert_eq!(api["sampleSize"].as_i64(), Some(n), "{feature}");
+    }
+}
+
+#[sqlx::test]
+async fn the_evaluator_stores_reports_and_pushes_a_drift_alert(pool: PgPool) {
+    let mut config = monitored_config();
+    config.monitor_interval_ms = 200;
+    let app = TestApp::spawn_with(pool, config).await;
+    let mut alerts = app.subscribe_alerts().await;
+    run_replay(&app, &["squareFeet=+30%"]).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let alert = loop {
+        let event = tokio::time::timeout_at(deadline, alerts.next_event()).await.expect("a drift alert arrives");
+        let alert = event["payload"]["data"]["driftAlert"].clone();
+        if alert["feature"] == "squareFeet" {
+            break alert;
+        }
+    };
+    assert_eq!(alert["status"], "DRIFT");
+    assert_eq!(alert["modelName"], "gradient-boosting");
+    let reports: i64 = sqlx::query_scalar(
+        "select count(*) from monitoring_reports where model_name = 'gradient-boosting' and status = 'DRIFT'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(reports >= 1);
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("drift_status{model=\"gradient-boosting\",version=\"1.0.0\",feature=\"squareFeet\"} 2"),
+        "{metrics}"
+    );
+}
