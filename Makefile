@@ -9,7 +9,7 @@ BIN := target/release/house-price-api
 # Resolves DATABASE_URL: the caller's, or the local one db-setup.sh creates.
 WITH_DB = export DATABASE_URL="$${DATABASE_URL:-$$(scripts/db-setup.sh)}";
 
-.PHONY: help run test db migrate build lint fmt train schema bench
+.PHONY: help run test db migrate build lint fmt train schema bench bench-drift
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,3 +43,7 @@ schema: ## Regenerate schema.graphql from build_schema
 bench: ## Load benchmark against a release server (see bench/README.md)
 	$(CARGO) build --release --locked
 	$(WITH_DB) bench/run.sh
+
+bench-drift: ## Drift report time over 1,000,000 logged rows (see bench/README.md)
+	$(CARGO) build --release --locked
+	$(WITH_DB) bench/drift.sh

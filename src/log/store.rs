@@ -4,44 +4,55 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::DurationRound;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::record::{LogRecord, PredictionStatus};
 
-/// Inserts all rows in one statement (one round trip, one commit), by unnesting one array per column.
-/// Unlike a multi-row VALUES list, the statement text does not depend on the row count, so it is
-/// prepared once, and it has no 65,535-parameter ceiling.
+/// Inserts all rows and adds their drift bins to the hourly `drift_counts`, in one statement
+/// (one round trip, one commit, counters and rows atomically together), by unnesting one array
+/// per column. Unlike a multi-row VALUES list, the statement text does not depend on the row
+/// count, so it is prepared once, and it has no 65,535-parameter ceiling.
 ///
-/// Returns the ids actually inserted: a retried batch whose first commit did succeed inserts
-/// nothing the second time (and so counts nothing twice).
-pub async fn insert_batch(conn: &mut PgConnection, rows: &[&LogRecord]) -> sqlx::Result<Vec<Uuid>> {
+/// Only rows actually inserted are counted: a retried batch whose first commit did succeed inserts
+/// nothing the second time, and so counts nothing twice.
+pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()> {
     macro_rules! column {
         ($field:ident) => {
             rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
         };
     }
-    sqlx::query_scalar(
-        "insert into prediction_log (
-             id, request_id, item_index, created_at, route, operation, client, status,
-             error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
-             raw_input, price, model_name, model_version, latency_us, imputed_features, features, warnings)
-         select id, request_id, item_index, created_at, route, operation, client, status,
-             error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
-             raw_input, price, model_name, model_version, latency_us,
-             -- text[][] cannot be unnested row-wise, so each row's list travels as one jsonb array.
-             array(select jsonb_array_elements_text(imputed)), features, warnings
-         from unnest(
-             $1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
-             $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::int4[],
-             $14::float8[], $15::jsonb[], $16::float8[], $17::text[], $18::text[], $19::int8[],
-             $20::jsonb[], $21::jsonb[], $22::jsonb[])
-           as t(id, request_id, item_index, created_at, route, operation, client, status,
-             error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
-             raw_input, price, model_name, model_version, latency_us, imputed, features, warnings)
-         -- A retried batch whose first commit did succeed must not fail on its own rows.
-         on conflict (id) do nothing
-         returning id",
+    let bins = DriftBins::of(rows);
+    sqlx::query(
+        "with inserted as (
+             insert into prediction_log (
+                 id, request_id, item_index, created_at, route, operation, client, status,
+                 error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
+                 raw_input, price, model_name, model_version, latency_us, imputed_features, features, warnings)
+             select id, request_id, item_index, created_at, route, operation, client, status,
+                 error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
+                 raw_input, price, model_name, model_version, latency_us,
+                 -- text[][] cannot be unnested row-wise, so each row's list travels as one jsonb array.
+                 array(select jsonb_array_elements_text(imputed)), features, warnings
+             from unnest(
+                 $1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
+                 $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::int4[],
+                 $14::float8[], $15::jsonb[], $16::float8[], $17::text[], $18::text[], $19::int8[],
+                 $20::jsonb[], $21::jsonb[], $22::jsonb[])
+               as t(id, request_id, item_index, created_at, route, operation, client, status,
+                 error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
+                 raw_input, price, model_name, model_version, latency_us, imputed, features, warnings)
+             -- A retried batch whose first commit did succeed must not fail on its own rows.
+             on conflict (id) do nothing
+             returning id
+         )
+         insert into drift_counts (hour, model_name, model_version, feature, bin, n)
+         select b.hour, b.model_name, b.model_version, b.feature, b.bin, count(*)
+           from unnest($23::uuid[], $24::timestamptz[], $25::text[], $26::text[], $27::text[], $28::int4[])
+                  as b(id, hour, model_name, model_version, feature, bin)
+           join inserted using (id)
+          group by 1, 2, 3, 4, 5
+         on conflict (model_name, model_version, hour, feature, bin) do update set n = drift_counts.n + excluded.n",
     )
     .bind(column!(id))
     .bind(column!(request_id))
@@ -65,45 +76,45 @@ pub async fn insert_batch(conn: &mut PgConnection, rows: &[&LogRecord]) -> sqlx:
     .bind(rows.iter().map(|r| serde_json::json!(r.imputed_features)).collect::<Vec<_>>())
     .bind(column!(features))
     .bind(column!(warnings))
-    .fetch_all(&mut *conn)
-    .await
-}
-
-/// Adds the drift bins of the inserted `ok` rows to the hourly `drift_counts` (same transaction
-/// as the insert, so counters and rows never disagree).
-pub async fn add_drift_counts(conn: &mut PgConnection, rows: &[&LogRecord], inserted: &[Uuid]) -> sqlx::Result<()> {
-    let inserted: std::collections::HashSet<&Uuid> = inserted.iter().collect();
-    let mut counts: std::collections::BTreeMap<(DateTime<Utc>, &str, &str, &str, i32), i64> = Default::default();
-    for row in rows.iter().filter(|r| r.status == PredictionStatus::Ok && inserted.contains(&r.id)) {
-        let (Some(name), Some(version)) = (&row.model_name, &row.model_version) else { continue };
-        let hour = row.created_at.duration_trunc(chrono::TimeDelta::hours(1)).unwrap_or(row.created_at);
-        for (feature, bin) in &row.drift_bins {
-            *counts.entry((hour, name, version, feature, *bin)).or_default() += 1;
-        }
-    }
-    if counts.is_empty() {
-        return Ok(());
-    }
-    let hours: Vec<DateTime<Utc>> = counts.keys().map(|k| k.0).collect();
-    let names: Vec<&str> = counts.keys().map(|k| k.1).collect();
-    let versions: Vec<&str> = counts.keys().map(|k| k.2).collect();
-    let features: Vec<&str> = counts.keys().map(|k| k.3).collect();
-    let bins: Vec<i32> = counts.keys().map(|k| k.4).collect();
-    let ns: Vec<i64> = counts.values().copied().collect();
-    sqlx::query(
-        "insert into drift_counts (hour, model_name, model_version, feature, bin, n)
-         select * from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int8[])
-         on conflict (model_name, model_version, hour, feature, bin) do update set n = drift_counts.n + excluded.n",
-    )
-    .bind(hours)
-    .bind(names)
-    .bind(versions)
-    .bind(features)
-    .bind(bins)
-    .bind(ns)
-    .execute(&mut *conn)
+    .bind(bins.ids)
+    .bind(bins.hours)
+    .bind(bins.names)
+    .bind(bins.versions)
+    .bind(bins.features)
+    .bind(bins.bins)
+    .execute(pool)
     .await?;
     Ok(())
+}
+
+/// The drift bins of a batch's accepted rows, one entry per (row, feature), as unnest columns.
+#[derive(Default)]
+struct DriftBins<'a> {
+    ids: Vec<Uuid>,
+    hours: Vec<DateTime<Utc>>,
+    names: Vec<&'a str>,
+    versions: Vec<&'a str>,
+    features: Vec<&'a str>,
+    bins: Vec<i32>,
+}
+
+impl<'a> DriftBins<'a> {
+    fn of(rows: &[&'a LogRecord]) -> Self {
+        let mut out = Self::default();
+        for row in rows.iter().filter(|r| r.status == PredictionStatus::Ok) {
+            let (Some(name), Some(version)) = (&row.model_name, &row.model_version) else { continue };
+            let hour = row.created_at.duration_trunc(chrono::TimeDelta::hours(1)).unwrap_or(row.created_at);
+            for (feature, bin) in &row.drift_bins {
+                out.ids.push(row.id);
+                out.hours.push(hour);
+                out.names.push(name);
+                out.versions.push(version);
+                out.features.push(feature);
+                out.bins.push(*bin);
+            }
+        }
+        out
+    }
 }
 
 const SELECT_COLUMNS: &str = "select id, request_id, item_index, created_at, route, operation, client, status,

@@ -284,15 +284,9 @@ enum InsertError {
     Timeout,
 }
 
-/// Inserts the rows and their drift counters in one transaction.
+/// Inserts the rows and their drift counters (one statement).
 async fn insert(pool: &PgPool, rows: &[&LogRecord]) -> Result<(), InsertError> {
-    let work = async {
-        let mut tx = pool.begin().await?;
-        let inserted = store::insert_batch(&mut tx, rows).await?;
-        store::add_drift_counts(&mut tx, rows, &inserted).await?;
-        tx.commit().await
-    };
-    match tokio::time::timeout(INSERT_TIMEOUT, work).await {
+    match tokio::time::timeout(INSERT_TIMEOUT, store::insert_batch(pool, rows)).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(InsertError::Timeout),
     }
