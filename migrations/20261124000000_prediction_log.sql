@@ -59,7 +59,7 @@ create index prediction_log_model_created_at_idx on prediction_log (model_name, 
 -- Hourly traffic, rejections, prices and latency per model: the first Grafana panel.
 create view v_predictions_hourly as
 select
-    date_trunc('hour', created_at)                                       as hour,
+    date_trunc('hour', created_at, 'UTC')                                as hour,
     model_name,
     model_version,
     count(*)                                                             as requests,
@@ -78,7 +78,7 @@ comment on view v_predictions_hourly is 'Requests, outcomes, price and latency p
 -- Why requests are rejected, per day: which fields clients get wrong.
 create view v_rejections_daily as
 select
-    date_trunc('day', created_at) as day,
+    date_trunc('day', created_at, 'UTC') as day,
     error_code,
     error_field,
     count(*)                      as rejected

@@ -43,7 +43,7 @@ comment on table model_events is 'Model set loads and reloads (including failed 
 -- Champion vs shadow on live traffic, per day.
 create view v_shadow_comparison as
 select
-    date_trunc('day', created_at)                                  as day,
+    date_trunc('day', created_at, 'UTC')                           as day,
     model_name,
     model_version,
     shadow_model_name,

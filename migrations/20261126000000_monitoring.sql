@@ -103,7 +103,7 @@ create index monitoring_reports_model_idx on monitoring_reports (model_name, mod
 -- Accuracy per day and model version, over predictions that have an outcome.
 create view v_performance_daily as
 select
-    date_trunc('day', l.created_at)                          as day,
+    date_trunc('day', l.created_at, 'UTC')                   as day,
     l.model_name,
     l.model_version,
     count(*)                                                 as predictions,
@@ -123,7 +123,7 @@ comment on view v_performance_daily is 'Predictions, labelled count, MAE, RMSE, 
 -- Shares are smoothed with 1e-4 so empty bins do not divide by zero (the API uses the same rule).
 create view v_drift_psi_daily as
 with live as (
-    select date_trunc('day', hour) as day, model_name, model_version, feature, bin, sum(n) as n
+    select date_trunc('day', hour, 'UTC') as day, model_name, model_version, feature, bin, sum(n) as n
     from drift_counts where bin >= 0
     group by 1, 2, 3, 4, 5
 ), ref as (

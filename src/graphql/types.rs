@@ -11,8 +11,8 @@ use crate::model::{Feature, FeatureValue, HouseFeatures, LoadedModel, ModelSet, 
 
 /// The features of one house to price. The first three are required (the seed service's inputs);
 /// the others are optional: a model that needs one you did not send uses the imputation value from
-/// its card and lists the feature in `Prediction.imputedFeatures`. Category values must be among
-/// the model's `features.categories`.
+/// its card and lists the feature in `Prediction.imputedFeatures`. A category value the model never
+/// saw (not in its `features.categories`) is imputed too, with a warning in `Prediction.warnings`.
 #[derive(Debug, Clone, InputObject, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HouseInput {

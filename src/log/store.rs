@@ -52,6 +52,8 @@ pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()
                   as b(id, hour, model_name, model_version, feature, bin)
            join inserted using (id)
           group by 1, 2, 3, 4, 5
+          -- A fixed lock order: concurrent upserts of the same counters cannot deadlock.
+          order by 2, 3, 1, 4, 5
          on conflict (model_name, model_version, hour, feature, bin) do update set n = drift_counts.n + excluded.n",
     )
     .bind(column!(id))

@@ -226,6 +226,8 @@ impl Task {
         let rows: usize = jobs.iter().map(|job| job.records.len()).sum();
         tracing::error!(error = %err, rows, "prediction log insert failed");
         let failure = LogError::Insert(err.to_string());
+        // Bad data fails again on retry: only connection trouble and timeouts are worth retrying.
+        let retryable = !is_data_error(&err);
         let mut retry = Vec::new();
         for job in jobs {
             match job.done {
@@ -233,7 +235,14 @@ impl Task {
                 Some(done) => {
                     let _ = done.send(Err(failure.clone()));
                 }
-                None => retry.push(job),
+                None if retryable => retry.push(job),
+                None => {
+                    metrics::counter!("prediction_log_rows_dropped_total").increment(job.records.len() as u64);
+                    tracing::error!(
+                        rows = job.records.len(),
+                        "async-mode log rows dropped: the database refused their data"
+                    );
+                }
             }
         }
         if !retry.is_empty() {

@@ -49,7 +49,7 @@ pub enum Column {
         /// Whether to take `ln(1 + x)` (skewed areas, for linear models).
         log1p: bool,
     },
-    /// One 0/1 column per level; unknown labels are refused.
+    /// One 0/1 column per level; an unknown label is imputed (and reported as unseen).
     OneHot {
         /// The input.
         feature: Feature,

@@ -69,7 +69,7 @@ pub struct FeatureSpec {
     pub max: Option<f64>,
     /// Mean training value (numeric and boolean features).
     pub mean: Option<f64>,
-    /// Labels seen in training (categorical features); others are refused.
+    /// Labels seen in training (categorical features); others are imputed with a warning.
     pub categories: Option<Vec<String>>,
     /// Value used when a client does not send the feature: the training median (numeric), mode
     /// (boolean, categorical).
@@ -108,6 +108,26 @@ pub enum Distribution {
 }
 
 impl Distribution {
+    /// Checks the shape: `counts` and `means` one longer than the ascending, finite `edges`.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Distribution::Bins { edges, counts, means, min, max, std } => {
+                if counts.len() != edges.len() + 1 || means.len() != counts.len() {
+                    return Err(format!("{} edges need {} counts and means", edges.len(), edges.len() + 1));
+                }
+                if !edges.windows(2).all(|w| w[0] < w[1]) {
+                    return Err("edges must be strictly ascending".into());
+                }
+                if !edges.iter().chain(means).chain([min, max, std]).all(|v| v.is_finite()) {
+                    return Err("values must be finite".into());
+                }
+                Ok(())
+            }
+            Distribution::Categories { counts } if counts.is_empty() => Err("no categories".into()),
+            Distribution::Categories { .. } => Ok(()),
+        }
+    }
+
     /// Reference rows per bin, in bin order.
     pub fn counts(&self) -> Vec<u64> {
         match self {

@@ -54,6 +54,16 @@ pub enum ModelLoadError {
         /// From the artifact.
         artifact: Vec<String>,
     },
+    /// A reference distribution in the card is malformed (drift reports would be wrong).
+    #[error("model card {path}: reference distribution of {feature} is malformed: {reason}")]
+    BadReference {
+        /// The card file.
+        path: PathBuf,
+        /// The feature (`_price` for the prediction).
+        feature: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The directory name does not match the card.
     #[error("{path} holds model {card_id}; it must live in <name>/<version>/")]
     Misplaced {
@@ -152,6 +162,16 @@ impl LoadedModel {
         let in_artifact: Vec<String> = pipeline.encoder.features().iter().map(|f| f.name().to_owned()).collect();
         if in_card != in_artifact {
             return Err(ModelLoadError::FeatureMismatch { path: card_path, card: in_card, artifact: in_artifact });
+        }
+        let references = card
+            .features
+            .iter()
+            .map(|f| (f.name.as_str(), &f.reference))
+            .chain(std::iter::once((PRICE_FEATURE, &card.prediction_reference)));
+        for (feature, reference) in references {
+            if let Err(reason) = reference.check() {
+                return Err(ModelLoadError::BadReference { path: card_path, feature: feature.to_owned(), reason });
+            }
         }
         Ok(Self { card, pipeline })
     }

@@ -83,10 +83,10 @@ pub struct FeatureDrift {
     pub sample_size: i64,
     /// Requests in the window whose value was out of the training range or an unseen label.
     pub warnings: i64,
-    /// Population stability index over the reference bins.
-    pub psi: f64,
-    /// Jensen-Shannon distance (base 2) over the reference bins.
-    pub js_distance: f64,
+    /// Population stability index over the reference bins (null without live values).
+    pub psi: Option<f64>,
+    /// Jensen-Shannon distance (base 2) over the reference bins (null without live values).
+    pub js_distance: Option<f64>,
     /// Kolmogorov-Smirnov statistic over the reference bins (numeric features).
     pub ks_statistic: Option<f64>,
     /// Asymptotic KS p-value (numeric). With large samples it flags any shift, so it does not set the status.
@@ -103,6 +103,35 @@ pub struct FeatureDrift {
     pub bins: Vec<DriftBin>,
 }
 
+/// The thresholds behind the statuses (see README "Monitoring" for why these).
+#[derive(Debug, Clone, Serialize, SimpleObject)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftThresholds {
+    /// PSI from which a feature is `WARN`.
+    pub psi_warn: f64,
+    /// PSI from which a feature is `DRIFT`.
+    pub psi_drift: f64,
+    /// Normalised Wasserstein distance from which a numeric feature is `WARN`.
+    pub wasserstein_warn: f64,
+    /// Normalised Wasserstein distance from which a numeric feature is `DRIFT`.
+    pub wasserstein_drift: f64,
+    /// Live values below which a feature is always `OK`.
+    pub min_sample: i64,
+}
+
+impl DriftThresholds {
+    /// The thresholds in force.
+    pub fn current() -> Self {
+        Self {
+            psi_warn: PSI_WARN,
+            psi_drift: PSI_DRIFT,
+            wasserstein_warn: WASSERSTEIN_WARN,
+            wasserstein_drift: WASSERSTEIN_DRIFT,
+            min_sample: MIN_SAMPLE,
+        }
+    }
+}
+
 /// A drift report for one model version and window.
 #[derive(Debug, Clone, Serialize, SimpleObject)]
 #[serde(rename_all = "camelCase")]
@@ -113,7 +142,7 @@ pub struct DriftReport {
     pub model_version: String,
     /// Window start, rounded down to the hour (counters are hourly).
     pub from: DateTime<Utc>,
-    /// Window end (exclusive).
+    /// Window end (exclusive), rounded up to the hour.
     pub to: DateTime<Utc>,
     /// Accepted predictions in the window.
     pub predictions: i64,
@@ -123,6 +152,8 @@ pub struct DriftReport {
     pub features: Vec<FeatureDrift>,
     /// Drift of the predicted price.
     pub prediction: FeatureDrift,
+    /// The thresholds the statuses were judged with.
+    pub thresholds: DriftThresholds,
 }
 
 /// Live counts per feature and bin (bin -1: warnings) for a model version and window.
@@ -134,7 +165,7 @@ pub async fn live_counts(
 ) -> sqlx::Result<BTreeMap<String, BTreeMap<i32, i64>>> {
     let rows: Vec<(String, i32, i64)> = sqlx::query_as(
         "select feature, bin, sum(n)::bigint from drift_counts
-          where model_name = $1 and model_version = $2 and hour >= date_trunc('hour', $3) and hour < $4
+          where model_name = $1 and model_version = $2 and hour >= $3 and hour < $4
           group by 1, 2",
     )
     .bind(&model.card.name)
@@ -162,7 +193,7 @@ pub fn feature_drift(feature: &str, reference: &Distribution, live: Option<&BTre
     let js = stats::jensen_shannon_distance(&reference_counts, &live_counts);
     let ref_total: u64 = reference_counts.iter().sum();
     let share = |c: u64, t: u64| if t > 0 { c as f64 / t as f64 } else { 0.0 };
-    let (kind, labels, ks, wasserstein, chi) = match reference {
+    let (kind, labels, mut ks, mut wasserstein, mut chi) = match reference {
         Distribution::Bins { edges, min, max, std, .. } => {
             let (d, p) = stats::kolmogorov_smirnov(&reference_counts, &live_counts);
             let centers = reference.bin_centers().unwrap_or_default();
@@ -171,7 +202,17 @@ pub fn feature_drift(feature: &str, reference: &Distribution, live: Option<&BTre
             let mut grid = vec![*min];
             grid.extend(edges.iter().copied());
             grid.push(*max);
-            let labels = grid.windows(2).map(|w| format!("[{}, {})", w[0], w[1])).collect::<Vec<_>>();
+            let last = grid.len() - 2;
+            let labels = grid
+                .windows(2)
+                .enumerate()
+                .map(|(i, w)| match (i, i == last) {
+                    (0, true) => "(-inf, +inf)".to_owned(),
+                    (0, false) => format!("(-inf, {})", w[1]),
+                    (_, true) => format!("[{}, +inf)", w[0]),
+                    _ => format!("[{}, {})", w[0], w[1]),
+                })
+                .collect::<Vec<_>>();
             ("numeric", labels, Some((d, p)), Some(w), None)
         }
         Distribution::Categories { counts } => {
@@ -179,7 +220,12 @@ pub fn feature_drift(feature: &str, reference: &Distribution, live: Option<&BTre
             ("categorical", counts.keys().cloned().collect(), None, None, Some((c, p)))
         }
     };
-    let mut status = DriftStatus::from_thresholds(psi, PSI_WARN, PSI_DRIFT);
+    let (mut psi, mut js) = (Some(psi), Some(js));
+    if sample_size == 0 {
+        // Nothing to compare (e.g. a feature clients never send): no statistic, not a huge one.
+        (psi, js, ks, wasserstein, chi) = (None, None, None, None, None);
+    }
+    let mut status = DriftStatus::from_thresholds(psi.unwrap_or(0.0), PSI_WARN, PSI_DRIFT);
     if let Some(w) = wasserstein {
         status = status.max(DriftStatus::from_thresholds(w, WASSERSTEIN_WARN, WASSERSTEIN_DRIFT));
     }
@@ -219,6 +265,7 @@ pub async fn report(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<DriftReport> {
+    let (from, to) = whole_hours(from, to);
     let counts = live_counts(pool, model, from, to).await?;
     let features: Vec<FeatureDrift> =
         model.card.features.iter().map(|f| feature_drift(&f.name, &f.reference, counts.get(&f.name))).collect();
@@ -226,16 +273,25 @@ pub async fn report(
     Ok(DriftReport {
         model_name: model.card.name.clone(),
         model_version: model.card.version.clone(),
-        from: from.duration_trunc(chrono::TimeDelta::hours(1)).unwrap_or(from),
+        from,
         to,
         predictions: prediction.sample_size,
         status: features.iter().map(|f| f.status).max().unwrap_or(DriftStatus::Ok),
         features,
         prediction,
+        thresholds: DriftThresholds::current(),
     })
 }
 
 use chrono::DurationRound;
+
+/// `[from, to)` widened to whole UTC hours, the counters' granularity.
+fn whole_hours(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let hour = chrono::TimeDelta::hours(1);
+    let from = from.duration_trunc(hour).unwrap_or(from);
+    let down = to.duration_trunc(hour).unwrap_or(to);
+    (from, if down == to { to } else { down + hour })
+}
 
 #[cfg(test)]
 mod tests {
@@ -257,12 +313,29 @@ mod tests {
         let same: BTreeMap<i32, i64> = [(0, 100), (1, 100), (2, 100)].into();
         let d = feature_drift("x", &bins(), Some(&same));
         assert_eq!((d.status, d.sample_size), (DriftStatus::Ok, 300));
-        assert!(d.psi.abs() < 1e-12);
+        assert!(d.psi.unwrap().abs() < 1e-12);
         let shifted: BTreeMap<i32, i64> = [(1, 50), (2, 250), (-1, 7)].into();
         let d = feature_drift("x", &bins(), Some(&shifted));
         assert_eq!(d.status, DriftStatus::Drift, "{d:?}");
         assert_eq!(d.warnings, 7);
-        assert_eq!(d.bins[2].label, "[20, 30)");
+        assert_eq!(d.bins[2].label, "[20, +inf)");
+        assert_eq!(d.bins[0].label, "(-inf, 10)");
+    }
+
+    #[test]
+    fn windows_widen_to_whole_hours() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            whole_hours(t("2026-11-24T10:30:00Z"), t("2026-11-24T12:05:00Z")),
+            (t("2026-11-24T10:00:00Z"), t("2026-11-24T13:00:00Z"))
+        );
+        assert_eq!(whole_hours(t("2026-11-24T10:00:00Z"), t("2026-11-24T12:00:00Z")).1, t("2026-11-24T12:00:00Z"));
+    }
+
+    #[test]
+    fn a_feature_without_live_values_has_no_statistics() {
+        let d = feature_drift("x", &bins(), None);
+        assert_eq!((d.sample_size, d.psi, d.ks_statistic, d.status), (0, None, None, DriftStatus::Ok));
     }
 
     #[test]

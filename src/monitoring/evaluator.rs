@@ -74,7 +74,14 @@ pub async fn evaluate(
     let from = to - window;
     let mut alerts = Vec::new();
     for model in state.models.snapshot().models() {
-        let report = drift::report(&state.pool, model, from, to).await?;
+        // One model's failure must not hide the others.
+        let report = match drift::report(&state.pool, model, from, to).await {
+            Ok(report) => report,
+            Err(err) => {
+                tracing::warn!(model = %model.id(), error = %err, "drift evaluation failed");
+                continue;
+            }
+        };
         if report.predictions == 0 {
             continue;
         }
@@ -105,7 +112,9 @@ pub async fn evaluate(
                 DriftStatus::Warn => 1.0,
                 DriftStatus::Drift => 2.0,
             });
-            metrics::gauge!("drift_psi", &labels).set(f.psi);
+            if let Some(psi) = f.psi {
+                metrics::gauge!("drift_psi", &labels).set(psi);
+            }
             let key = (report.model_name.clone(), report.model_version.clone(), f.feature.clone());
             let before = previous.insert(key, f.status).unwrap_or(DriftStatus::Ok);
             if f.status != before && f.status != DriftStatus::Ok {
@@ -115,7 +124,7 @@ pub async fn evaluate(
                     feature: f.feature.clone(),
                     status: f.status,
                     previous: before,
-                    psi: f.psi,
+                    psi: f.psi.unwrap_or(0.0),
                     sample_size: f.sample_size,
                     evaluated_at: to,
                 };

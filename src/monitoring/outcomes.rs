@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use async_graphql::{Enum, SimpleObject};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -55,12 +55,19 @@ pub async fn record(
     field: impl Fn(usize) -> String,
 ) -> Result<Vec<Result<Outcome, AppError>>, AppError> {
     let mut results: Vec<Option<Result<Outcome, AppError>>> = (0..items.len()).map(|_| None).collect();
-    let mut ids = Vec::new();
+    let mut ids: Vec<(usize, Uuid)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match Uuid::parse_str(&item.prediction_id) {
             Err(_) => {
                 results[i] =
                     Some(Err(AppError::invalid(format!("{}.predictionId", field(i)), "is not a prediction id")))
+            }
+            // Two values for one prediction in one call would make "which one counts" ambiguous.
+            Ok(id) if ids.iter().any(|(_, seen)| *seen == id) => {
+                results[i] = Some(Err(AppError::invalid(
+                    format!("{}.predictionId", field(i)),
+                    format!("prediction {id} appears more than once in this call"),
+                )))
             }
             Ok(_) if !(item.actual_price.is_finite() && item.actual_price > 0.0) => {
                 results[i] = Some(Err(AppError::invalid(
@@ -72,16 +79,20 @@ pub async fn record(
         }
     }
     let mut tx = pool.begin().await?;
-    let lookup: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
-    let statuses: HashMap<Uuid, String> =
-        sqlx::query_as::<_, (Uuid, String)>("select id, status from prediction_log where id = any($1)")
-            .bind(&lookup)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
+    let mut lookup: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
+    // Locking the predictions (in id order, so concurrent calls cannot deadlock) serialises
+    // concurrent records of the same outcome, including the very first one.
+    lookup.sort_unstable();
+    let statuses: HashMap<Uuid, String> = sqlx::query_as::<_, (Uuid, String)>(
+        "select id, status from prediction_log where id = any($1) order by id for update",
+    )
+    .bind(&lookup)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
     let existing: HashMap<Uuid, (f64, DateTime<Utc>, i32)> = sqlx::query_as::<_, (Uuid, f64, DateTime<Utc>, i32)>(
-        "select prediction_id, actual_price, observed_at, revision from prediction_outcomes where prediction_id = any($1) for update",
+        "select prediction_id, actual_price, observed_at, revision from prediction_outcomes where prediction_id = any($1)",
     )
     .bind(&lookup)
     .fetch_all(&mut *tx)
@@ -90,17 +101,19 @@ pub async fn record(
     .map(|(id, p, o, r)| (id, (p, o, r)))
     .collect();
 
-    let now = Utc::now();
+    let now = Utc::now().trunc_subsecs(6);
     let mut writes: Vec<(usize, Uuid, f64, DateTime<Utc>, OutcomeChange, i32)> = Vec::new();
     for (i, id) in ids {
         let item = &items[i];
         match statuses.get(&id).map(String::as_str) {
             None => results[i] = Some(Err(AppError::NotFound(format!("no prediction with id {id}")))),
             Some("ok") => {
+                // PostgreSQL keeps microseconds: compare at that precision, or a retry never matches.
+                let observed_at = item.observed_at.map(|t| t.trunc_subsecs(6));
                 let (change, observed, revision) = match existing.get(&id) {
-                    None => (OutcomeChange::Created, item.observed_at.unwrap_or(now), 1),
+                    None => (OutcomeChange::Created, observed_at.unwrap_or(now), 1),
                     Some((price, observed, revision)) => {
-                        let observed_new = item.observed_at.unwrap_or(*observed);
+                        let observed_new = observed_at.unwrap_or(*observed);
                         if *price == item.actual_price && *observed == observed_new {
                             (OutcomeChange::Unchanged, *observed, *revision)
                         } else {
@@ -118,7 +131,6 @@ pub async fn record(
             }
         }
     }
-    // The same prediction twice in one call: the last value wins, like sequential calls would.
     let changed: HashMap<Uuid, (f64, DateTime<Utc>)> =
         writes.iter().filter(|w| w.4 != OutcomeChange::Unchanged).map(|w| (w.1, (w.2, w.3))).collect();
     if !changed.is_empty() {

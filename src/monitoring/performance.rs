@@ -57,7 +57,7 @@ pub async fn buckets(
     bucket: Bucket,
 ) -> sqlx::Result<Vec<PerformanceBucket>> {
     sqlx::query_as(
-        "select date_trunc($1, l.created_at)                      as start,
+        "select date_trunc($1, l.created_at, 'UTC')               as start,
                 count(*)                                          as predictions,
                 count(o.actual_price)                             as labelled,
                 avg(abs(l.price - o.actual_price))                as mae,

@@ -59,6 +59,18 @@ fn a_missing_artifact_or_empty_directory_is_refused() {
 }
 
 #[test]
+fn a_card_with_a_malformed_reference_distribution_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_models(dir.path());
+    let card_path = dir.path().join("ridge-log/1.0.0/card.json");
+    let mut card: serde_json::Value = serde_json::from_slice(&std::fs::read(&card_path).unwrap()).unwrap();
+    card["features"][0]["reference"]["counts"].as_array_mut().unwrap().pop();
+    std::fs::write(&card_path, serde_json::to_vec(&card).unwrap()).unwrap();
+    let chain = load_error(dir.path(), "baseline-linear");
+    assert!(chain.contains("reference distribution of squareFeet is malformed"), "{chain}");
+}
+
+#[test]
 fn an_unknown_default_or_shadow_model_is_refused() {
     assert!(load_error(&model_dir(), "no-such-model").contains("no-such-model"));
     let err = ModelRegistry::load(&model_dir(), "baseline-linear", Some("nope@9")).unwrap_err();

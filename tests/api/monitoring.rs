@@ -105,6 +105,7 @@ async fn bulk_outcomes_succeed_or_fail_per_item(pool: PgPool) {
             { "predictionId": id, "actualPrice": 200000.0, "observedAt": "2026-11-01T00:00:00Z" },
             { "predictionId": "not-a-uuid", "actualPrice": 1.0 },
             { "predictionId": uuid::Uuid::now_v7().to_string(), "actualPrice": 1.0 },
+            { "predictionId": id, "actualPrice": 250000.0 },
         ] }),
     )
     .await;
@@ -112,6 +113,10 @@ async fn bulk_outcomes_succeed_or_fail_per_item(pool: PgPool) {
     assert_eq!(items[0]["outcome"]["change"], "CREATED");
     assert_eq!(items[1]["error"], json!({ "code": "BAD_USER_INPUT", "field": "outcomes[1].predictionId" }));
     assert_eq!(items[2]["error"]["code"], "NOT_FOUND");
+    assert_eq!(items[3]["error"]["field"], "outcomes[3].predictionId", "one prediction twice in a call is refused");
+    let price: f64 =
+        sqlx::query_scalar("select actual_price from prediction_outcomes").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(price, 200000.0);
     let observed: chrono::DateTime<Utc> =
         sqlx::query_scalar("select observed_at from prediction_outcomes").fetch_one(&app.pool).await.unwrap();
     assert_eq!(observed.to_rfc3339(), "2026-11-01T00:00:00+00:00");
@@ -201,7 +206,7 @@ async fn a_shifted_replay_flags_exactly_the_shifted_feature_in_the_api_and_the_s
 
     // The SQL view computes the same PSI per feature for the day.
     let rows: Vec<(String, f64, i64)> = sqlx::query_as(
-        "select feature, psi, n::bigint from v_drift_psi_daily where model_name = 'gradient-boosting' and day = date_trunc('day', now())",
+        "select feature, psi, n::bigint from v_drift_psi_daily where model_name = 'gradient-boosting' and day = date_trunc('day', now(), 'UTC')",
     )
     .fetch_all(&app.pool)
     .await
@@ -248,4 +253,37 @@ async fn the_evaluator_stores_reports_and_pushes_a_drift_alert(pool: PgPool) {
         metrics.contains("drift_status{model=\"gradient-boosting\",version=\"1.0.0\",feature=\"squareFeet\"} 2"),
         "{metrics}"
     );
+}
+
+#[sqlx::test]
+async fn outcomes_loaded_with_sql_count_and_sql_corrections_are_audited(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, monitored_config()).await;
+    let p = app.predict(1500.0, 3, 2.0).await;
+    let (id, price) = (
+        p["data"]["predictPrice"]["id"].as_str().unwrap().to_owned(),
+        p["data"]["predictPrice"]["price"].as_f64().unwrap(),
+    );
+    // What an analyst's `\copy prediction_outcomes (prediction_id, actual_price, observed_at) from …` does.
+    sqlx::query(
+        "insert into prediction_outcomes (prediction_id, actual_price, observed_at) values ($1::uuid, $2, now())",
+    )
+    .bind(&id)
+    .bind(price + 1000.0)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let body = app.graphql("{ performance(model: \"baseline-linear\") { labelled mae meanError } }", json!({})).await;
+    let bucket = &body["data"]["performance"][0];
+    assert_eq!(bucket["labelled"], 1, "{body}");
+    assert!((bucket["mae"].as_f64().unwrap() - 1000.0).abs() < 1e-6);
+    assert!((bucket["meanError"].as_f64().unwrap() + 1000.0).abs() < 1e-6, "the model under-priced by 1000");
+
+    sqlx::query("update prediction_outcomes set actual_price = actual_price + 1").execute(&app.pool).await.unwrap();
+    sqlx::query("update prediction_outcomes set actual_price = actual_price").execute(&app.pool).await.unwrap();
+    let (revision, history): (i32, i64) =
+        sqlx::query_as("select revision, (select count(*) from prediction_outcome_history) from prediction_outcomes")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((revision, history), (2, 1), "a real change is audited, a no-op update is not");
 }
