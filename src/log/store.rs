@@ -32,13 +32,14 @@ pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()
              select id, request_id, item_index, created_at, route, operation, client, status,
                  error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
                  raw_input, price, model_name, model_version, latency_us,
-                 -- text[][] cannot be unnested row-wise, so each row's list travels as one jsonb array.
-                 array(select jsonb_array_elements_text(imputed)), features, warnings
+                 -- text[][] cannot be unnested row-wise, so each row's list travels as one
+                 -- comma-separated string (feature names have no commas).
+                 string_to_array(imputed, ','), features, warnings
              from unnest(
                  $1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
                  $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::int4[],
                  $14::float8[], $15::jsonb[], $16::float8[], $17::text[], $18::text[], $19::int8[],
-                 $20::jsonb[], $21::jsonb[], $22::jsonb[])
+                 $20::text[], $21::jsonb[], $22::jsonb[])
                as t(id, request_id, item_index, created_at, route, operation, client, status,
                  error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
                  raw_input, price, model_name, model_version, latency_us, imputed, features, warnings)
@@ -75,7 +76,7 @@ pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()
     .bind(column!(model_name))
     .bind(column!(model_version))
     .bind(column!(latency_us))
-    .bind(rows.iter().map(|r| serde_json::json!(r.imputed_features)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.imputed_features.join(",")).collect::<Vec<_>>())
     .bind(column!(features))
     .bind(column!(warnings))
     .bind(bins.ids)
