@@ -29,6 +29,10 @@ pub mod defaults {
     /// queued at once) measured best: batches still form from the rows that arrive while the
     /// previous insert runs (bench/README.md: 18.1 k req/s at 0 ms vs 14.8 k at 1 ms, 12.0 k at 2 ms).
     pub const LOG_FLUSH_INTERVAL_MS: u64 = 0;
+    /// Batches inserted concurrently. 1 measured best with PostgreSQL on the same 2 cores (12.9 k
+    /// req/s vs 12.0 k at 2, 11.7 k at 3: CPU is the limit, and more writers only make batches
+    /// smaller); raise it when the database is remote and round trips dominate.
+    pub const LOG_WRITER_CONCURRENCY: usize = 1;
     /// Items in one `predictPrices` call.
     pub const MAX_BATCH_SIZE: usize = 100;
     /// `predictions(first:)` when not given.
@@ -225,6 +229,9 @@ pub struct LogWriterConfig {
     /// Milliseconds the writer waits to fill a batch after its first row.
     #[arg(long, env = "LOG_FLUSH_INTERVAL_MS", default_value_t = defaults::LOG_FLUSH_INTERVAL_MS)]
     pub log_flush_interval_ms: u64,
+    /// Batches being inserted at the same time.
+    #[arg(long, env = "LOG_WRITER_CONCURRENCY", default_value_t = defaults::LOG_WRITER_CONCURRENCY)]
+    pub log_writer_concurrency: usize,
 }
 
 impl Default for LogWriterConfig {
@@ -234,6 +241,7 @@ impl Default for LogWriterConfig {
             log_queue_capacity: defaults::LOG_QUEUE_CAPACITY,
             log_batch_size: defaults::LOG_BATCH_SIZE,
             log_flush_interval_ms: defaults::LOG_FLUSH_INTERVAL_MS,
+            log_writer_concurrency: defaults::LOG_WRITER_CONCURRENCY,
         }
     }
 }

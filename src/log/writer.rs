@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
-use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
+use tokio::sync::{Mutex, Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -82,7 +82,8 @@ impl LogWriter {
             flush_interval: config.flush_interval(),
             capacity: config.log_queue_capacity.max(1),
         };
-        let handle = tokio::spawn(task.run(rx));
+        let in_flight = Arc::new(Semaphore::new(config.log_writer_concurrency.max(1)));
+        let handle = tokio::spawn(Arc::new(task).run(rx, in_flight));
         Self { inner: Arc::new(Inner { tx, mode: config.log_mode, events, stop, task: Mutex::new(Some(handle)) }) }
     }
 
@@ -139,9 +140,15 @@ struct Task {
 }
 
 impl Task {
-    async fn run(self, mut rx: mpsc::Receiver<Job>) {
+    /// Collects batches and inserts them, up to `in_flight`'s permits at a time: while every
+    /// permit is busy the queue fills, which is what makes the next batches big.
+    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Job>, in_flight: Arc<Semaphore>) {
         let mut closing = false;
+        let mut flushes = tokio::task::JoinSet::new();
         loop {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+            // Reap finished flushes so the set does not grow.
+            while flushes.try_join_next().is_some() {}
             let first = if closing {
                 rx.recv().await
             } else {
@@ -189,8 +196,14 @@ impl Task {
             }
             metrics::gauge!("prediction_log_queue_depth")
                 .set((self.capacity - rx.capacity().min(self.capacity)) as f64);
-            self.flush(batch).await;
+            let task = self.clone();
+            flushes.spawn(async move {
+                task.flush(batch).await;
+                drop(permit);
+            });
         }
+        // Drain: every batch still being written finishes before the writer reports stopped.
+        while flushes.join_next().await.is_some() {}
         tracing::info!("log writer stopped");
     }
 
