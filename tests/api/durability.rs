@@ -97,3 +97,24 @@ async fn async_mode_answers_before_the_commit_and_still_logs(pool: PgPool) {
     }
     assert_eq!(found, 1);
 }
+
+#[sqlx::test]
+async fn concurrent_batch_writers_lose_nothing_and_keep_counters_consistent(pool: PgPool) {
+    let mut config = config();
+    config.log.log_writer_concurrency = 3;
+    let app = TestApp::spawn_with(pool, config).await;
+    let requests = (0..300).map(|i| {
+        let app = &app;
+        async move { app.predict(900.0 + i as f64, if i % 4 == 0 { 99 } else { 3 }, 2.0).await }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let ok = answers.iter().filter(|b| b["data"]["predictPrice"]["price"].is_number()).count() as i64;
+    assert_eq!(ok, 225);
+    assert_eq!(app.count_rows("true").await, 300);
+    // One `_price` counter per accepted row: counters and rows agree.
+    let counted: i64 = sqlx::query_scalar("select sum(n)::bigint from drift_counts where feature = '_price'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(counted, ok);
+}
