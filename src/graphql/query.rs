@@ -13,6 +13,7 @@ use super::types::{
 };
 use crate::error::AppError;
 use crate::log::{Cursor, store};
+use crate::model::registry;
 use crate::monitoring::drift::{self, DriftReport};
 use crate::monitoring::performance::{self, Bucket, PerformanceBucket};
 use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta, Route};
@@ -202,11 +203,8 @@ impl QueryRoot {
         resolve(async {
             let state = data::<AppState>(ctx)?;
             let (from, to) = window(from, to, TimeDelta::days(7))?;
-            let (name, version) = match model.split_once('@') {
-                Some((n, v)) => (n, Some(v)),
-                None => (model.as_str(), None),
-            };
-            check_text("model", &Some(model.clone()))?;
+            check_text("model", Some(&model))?;
+            let (name, version) = registry::parse_spec(&model);
             Ok(performance::buckets(&state.pool, name, version, from, to, bucket).await?)
         })
         .await
@@ -253,7 +251,7 @@ fn check_time(field: &str, t: Option<DateTime<Utc>>) -> Result<(), AppError> {
     }
 }
 
-fn check_text(field: &str, s: &Option<String>) -> Result<(), AppError> {
+fn check_text(field: &str, s: Option<&String>) -> Result<(), AppError> {
     match s {
         Some(s) if s.contains('\0') => Err(AppError::invalid(field, "must not contain NUL characters")),
         _ => Ok(()),
@@ -279,9 +277,9 @@ fn window(
 fn history_filter(f: PredictionFilter) -> Result<PredictionFilter, AppError> {
     check_time("filter.from", f.from)?;
     check_time("filter.to", f.to)?;
-    check_text("filter.modelName", &f.model_name)?;
-    check_text("filter.modelVersion", &f.model_version)?;
-    check_text("filter.requestId", &f.request_id)?;
+    check_text("filter.modelName", f.model_name.as_ref())?;
+    check_text("filter.modelVersion", f.model_version.as_ref())?;
+    check_text("filter.requestId", f.request_id.as_ref())?;
     if let (Some(from), Some(to)) = (f.from, f.to)
         && from > to
     {

@@ -215,10 +215,21 @@ pub struct ArtifactInfo {
     pub sha256: String,
 }
 
+/// Name under which the prediction itself is tracked for drift (next to the input features).
+pub const PRICE_FEATURE: &str = "_price";
+
 impl ModelCard {
     /// `name@version`, the identifier stored in every log row.
     pub fn id(&self) -> String {
         format!("{}@{}", self.name, self.version)
+    }
+
+    /// Every reference distribution: one per input feature, then the prediction's ([`PRICE_FEATURE`]).
+    pub fn references(&self) -> impl Iterator<Item = (&str, &Distribution)> {
+        self.features
+            .iter()
+            .map(|f| (f.name.as_str(), &f.reference))
+            .chain(std::iter::once((PRICE_FEATURE, &self.prediction_reference)))
     }
 }
 

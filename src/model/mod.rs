@@ -7,8 +7,6 @@ pub mod features;
 pub mod registry;
 pub mod train;
 
-pub use card::ModelCard;
+pub use card::{ModelCard, PRICE_FEATURE};
 pub use features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
-pub use registry::{
-    LoadedModel, ModelLoadError, ModelRegistry, ModelSet, PRICE_FEATURE, ScoreError, Scored, Warning, WarningKind,
-};
+pub use registry::{LoadedModel, ModelLoadError, ModelRegistry, ModelSet, ScoreError, Scored, Warning, WarningKind};

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use super::artifact::{ArtifactError, Encoded, Pipeline};
-use super::card::{CARD_FILE, ModelCard};
+use super::card::{CARD_FILE, ModelCard, PRICE_FEATURE};
 use super::features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
 
 /// Why the model directory could not be loaded. The server refuses to start on any of these, and a
@@ -87,9 +87,6 @@ pub enum ModelLoadError {
     },
 }
 
-/// Name under which the prediction itself is tracked for drift (next to the input features).
-pub const PRICE_FEATURE: &str = "_price";
-
 /// Why an answered prediction deserves caution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, async_graphql::Enum)]
 #[serde(rename_all = "snake_case")]
@@ -163,12 +160,7 @@ impl LoadedModel {
         if in_card != in_artifact {
             return Err(ModelLoadError::FeatureMismatch { path: card_path, card: in_card, artifact: in_artifact });
         }
-        let references = card
-            .features
-            .iter()
-            .map(|f| (f.name.as_str(), &f.reference))
-            .chain(std::iter::once((PRICE_FEATURE, &card.prediction_reference)));
-        for (feature, reference) in references {
+        for (feature, reference) in card.references() {
             if let Err(reason) = reference.check() {
                 return Err(ModelLoadError::BadReference { path: card_path, feature: feature.to_owned(), reason });
             }
@@ -368,11 +360,16 @@ impl ModelRegistry {
     }
 }
 
-fn find(models: &[Arc<LoadedModel>], spec: &str) -> Option<Arc<LoadedModel>> {
-    let (name, version) = match spec.split_once('@') {
-        Some((n, v)) => (n, Some(v)),
+/// Splits a model spec: `name` → (name, None), `name@version` → (name, Some(version)).
+pub fn parse_spec(spec: &str) -> (&str, Option<&str>) {
+    match spec.split_once('@') {
+        Some((name, version)) => (name, Some(version)),
         None => (spec, None),
-    };
+    }
+}
+
+fn find(models: &[Arc<LoadedModel>], spec: &str) -> Option<Arc<LoadedModel>> {
+    let (name, version) = parse_spec(spec);
     models
         .iter()
         .filter(|m| m.card.name == name && version.is_none_or(|v| m.card.version == v))

@@ -3,20 +3,15 @@
 
 use sqlx::PgPool;
 
+use crate::model::ModelSet;
 use crate::model::card::Distribution;
-use crate::model::{ModelSet, PRICE_FEATURE};
 
 /// Upserts the references of every model in `set` (idempotent: a version's card never changes).
 pub async fn sync(pool: &PgPool, set: &ModelSet) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     for model in set.models() {
         let card = &model.card;
-        let entries = card
-            .features
-            .iter()
-            .map(|f| (f.name.as_str(), &f.reference))
-            .chain(std::iter::once((PRICE_FEATURE, &card.prediction_reference)));
-        for (feature, reference) in entries {
+        for (feature, reference) in card.references() {
             let (kind, edges, labels, min, max, std) = match reference {
                 &Distribution::Bins { ref edges, min, max, std, .. } => {
                     ("bins", Some(edges.clone()), None, Some(min), Some(max), Some(std))

@@ -44,27 +44,15 @@ async fn metrics_expose_the_log_writer(pool: PgPool) {
 
 #[sqlx::test]
 async fn cors_is_off_by_default_and_on_for_configured_origins(pool: PgPool) {
+    async fn from_browser(app: &TestApp) -> reqwest::Response {
+        let request = app.client.post(app.url("/graphql")).header("origin", "https://app.example");
+        request.json(&json!({"query": "{ model { name } }"})).send().await.unwrap()
+    }
     let app = TestApp::spawn(pool.clone()).await;
-    let response = app
-        .client
-        .post(app.url("/graphql"))
-        .header("origin", "https://app.example")
-        .json(&json!({"query": "{ model { name } }"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(!response.headers().contains_key("access-control-allow-origin"));
+    assert!(!from_browser(&app).await.headers().contains_key("access-control-allow-origin"));
 
     let mut config = crate::common::config();
     config.cors_allowed_origins = vec!["https://app.example".into()];
     let app = TestApp::spawn_with(pool, config).await;
-    let response = app
-        .client
-        .post(app.url("/graphql"))
-        .header("origin", "https://app.example")
-        .json(&json!({"query": "{ model { name } }"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(from_browser(&app).await.headers()["access-control-allow-origin"], "https://app.example");
 }
