@@ -6,8 +6,11 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 BIN := target/release/house-price-api
-# Resolves DATABASE_URL: the caller's, or the local one db-setup.sh creates.
-WITH_DB = export DATABASE_URL="$${DATABASE_URL:-$$(scripts/db-setup.sh)}";
+# Resolves DATABASE_URL: the caller's, or the local one db-setup.sh creates. A plain assignment
+# (not `export X=$(...)`, whose status is export's) so that a failing db-setup.sh stops make.
+# The URL is checked so that stray output can never reach the tests as a "URL".
+WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$(scripts/db-setup.sh)}"; export DATABASE_URL; \
+	[[ "$$DATABASE_URL" =~ ^postgres(ql)?://[^[:space:]]+$$ ]] || { echo "DATABASE_URL is not one postgres:// URL" >&2; exit 1; };
 
 .PHONY: help run test db migrate build lint fmt train schema bench bench-drift
 

@@ -22,36 +22,43 @@ as_postgres() {
   fi
 }
 
-if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
-  log "no PostgreSQL cluster found; installing postgresql with apt"
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+# Stdout carries exactly one line, the DATABASE_URL (the Makefile captures it): everything the
+# tools print (pg_ctlcluster says "Removed stale pid file." after an unclean stop, apt talks...)
+# goes to stderr. (No extra file descriptor for stdout: the server started here would inherit it
+# and keep the caller's `$(...)` waiting forever.)
+setup() {
+  if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
+    log "no PostgreSQL cluster found; installing postgresql with apt"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    fi
   fi
-fi
 
-read -r PG_VERSION PG_CLUSTER PG_PORT PG_STATUS _ < <(pg_lsclusters -h | head -n 1)
-if [ "$PG_STATUS" != online ]; then
-  log "starting cluster $PG_VERSION/$PG_CLUSTER on port $PG_PORT"
-  if [ "$(id -u)" = 0 ]; then pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start || [ $? -eq 2 ]
-  else sudo pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start || [ $? -eq 2 ]
+  read -r PG_VERSION PG_CLUSTER PG_PORT PG_STATUS _ < <(pg_lsclusters -h | head -n 1)
+  if [ "$PG_STATUS" != online ]; then
+    log "starting cluster $PG_VERSION/$PG_CLUSTER on port $PG_PORT"
+    if [ "$(id -u)" = 0 ]; then pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start || [ $? -eq 2 ]
+    else sudo pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start || [ $? -eq 2 ]
+    fi
   fi
-fi
 
-for _ in $(seq 1 30); do
-  pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && break
-  sleep 1
-done
-pg_isready -q -h 127.0.0.1 -p "$PG_PORT" || { log "PostgreSQL did not become ready on port $PG_PORT"; exit 1; }
+  for _ in $(seq 1 30); do
+    pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && break
+    sleep 1
+  done
+  pg_isready -q -h 127.0.0.1 -p "$PG_PORT" || { log "PostgreSQL did not become ready on port $PG_PORT"; exit 1; }
 
-as_postgres psql -q -v ON_ERROR_STOP=1 -p "$PG_PORT" \
-  -v db_user="$DB_USER" -v db_password="$DB_PASSWORD" -v db_name="$DB_NAME" <<'SQL'
+  as_postgres psql -q -v ON_ERROR_STOP=1 -p "$PG_PORT" \
+    -v db_user="$DB_USER" -v db_password="$DB_PASSWORD" -v db_name="$DB_NAME" <<'SQL'
 SELECT format('CREATE ROLE %I LOGIN CREATEDB PASSWORD %L', :'db_user', :'db_password')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'db_user')\gexec
 SELECT format('ALTER ROLE %I LOGIN CREATEDB PASSWORD %L', :'db_user', :'db_password')\gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'db_name', :'db_user')
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db_name')\gexec
 SQL
+}
 
+setup >&2
 log "ready: postgres://$DB_USER:***@127.0.0.1:$PG_PORT/$DB_NAME"
 # The URL on stdout, for the Makefile.
 echo "postgres://$DB_USER:$DB_PASSWORD@127.0.0.1:$PG_PORT/$DB_NAME"
