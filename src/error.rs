@@ -26,6 +26,10 @@ pub mod codes {
     pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
     /// A bug or unexpected fault; details are in the server log under the request id.
     pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+    /// The HTTP body is larger than `MAX_BODY_BYTES` (status 413).
+    pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    /// The HTTP body is not a GraphQL request (not JSON, or not its shape; status 400).
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
 }
 
 /// Errors a request can end with.
@@ -143,6 +147,16 @@ impl ErrorExtensions for AppError {
                 ext.set("field", field);
             }
         })
+    }
+}
+
+impl AppError {
+    /// A request-level GraphQL error (no field position), for errors raised outside resolvers.
+    pub fn into_server_error(self) -> async_graphql::ServerError {
+        let err = self.extend();
+        let mut server_error = async_graphql::ServerError::new(err.message, None);
+        server_error.extensions = err.extensions;
+        server_error
     }
 }
 

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql::{BatchResponse, ErrorExtensions, Response as GqlResponse, ServerError};
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql::{BatchRequest, BatchResponse, ErrorExtensions, Response as GqlResponse};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::body::Bytes;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,14 +16,13 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::PresentedKey;
-use crate::error::AppError;
+use crate::error::{AppError, codes};
 use crate::graphql::AppSchema;
-use crate::graphql::query::WsConnection;
+use crate::graphql::extensions::{WsConnection, with_request_id};
 use crate::model::{Feature, HouseFeatures};
 use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta, Route};
 use crate::{db, telemetry};
@@ -47,6 +47,8 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        // Applies to every body extractor (GraphQL and REST), chunked or not: 413 above it.
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(http_state);
     let router = match cors {
         Some(cors) => router.layer(cors),
@@ -56,7 +58,6 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
     // and copied to the response last.
     router.layer(
         ServiceBuilder::new()
-            .layer(RequestBodyLimitLayer::new(max_body))
             .map_request(drop_unusable_request_id)
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -100,7 +101,11 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::CONTENT_TYPE, header::HeaderName::from_static("x-request-id")])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static("x-request-id"),
+                header::HeaderName::from_static("x-api-key"),
+            ])
             .expose_headers([header::HeaderName::from_static("x-request-id")]),
     )
 }
@@ -124,15 +129,40 @@ async fn graphiql() -> impl IntoResponse {
 /// Most operations in one batched (array) GraphQL request.
 pub const MAX_OPERATIONS_PER_REQUEST: usize = 16;
 
-fn graphql_error(err: AppError) -> ServerError {
-    let err = err.extend();
-    let mut server_error = ServerError::new(err.message, None);
-    server_error.extensions = err.extensions;
-    server_error
+/// Status, code and message for a body that could not be read: over `MAX_BODY_BYTES` (enforced by
+/// `DefaultBodyLimit` whether or not the client sent a Content-Length) or broken off. Such requests
+/// attempted no prediction and are not logged.
+fn body_refusal(rejection: &BytesRejection, limit: usize) -> Refusal {
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE, format!("the body exceeds {limit} bytes"))
+        }
+        status => (status, codes::BAD_REQUEST, rejection.body_text()),
+    }
 }
 
-async fn graphql(State(s): State<HttpState>, headers: HeaderMap, request: GraphQLBatchRequest) -> GraphQLResponse {
+/// A refused body: status, `extensions.code`, message.
+type Refusal = (StatusCode, &'static str, String);
+
+/// Reads the body of `POST /graphql`. Done here rather than by async-graphql-axum's extractor so
+/// that an unusable body gets a GraphQL-shaped error with a code (that extractor answers Rust
+/// debug text).
+fn parse_graphql_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<BatchRequest, Refusal> {
+    let body = body.map_err(|rejection| body_refusal(&rejection, limit))?;
+    serde_json::from_slice::<BatchRequest>(&body).map_err(|err| {
+        (StatusCode::BAD_REQUEST, codes::BAD_REQUEST, format!("the body is not a GraphQL request: {err}"))
+    })
+}
+
+async fn graphql(State(s): State<HttpState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let meta = request_meta(&headers, Route::Graphql);
+    let request = match parse_graphql_body(body, s.app.config.max_body_bytes) {
+        Ok(request) => request,
+        Err((status, code, message)) => {
+            let error = json!({ "message": message, "extensions": { "code": code, "requestId": meta.request_id } });
+            return (status, Json(json!({ "data": null, "errors": [error] }))).into_response();
+        }
+    };
     let key = PresentedKey(header_str(&headers, "x-api-key").map(str::to_owned));
     let timeout = s.app.config.limits.request_timeout();
     let attach = |req: async_graphql::Request| {
@@ -140,41 +170,31 @@ async fn graphql(State(s): State<HttpState>, headers: HeaderMap, request: GraphQ
         meta.operation = req.operation_name.clone();
         req.data(s.app.clone()).data(meta).data(key.clone())
     };
-    let (batch, is_array) = match request.into_inner() {
-        async_graphql::BatchRequest::Single(req) => (async_graphql::BatchRequest::Single(attach(req)), false),
-        async_graphql::BatchRequest::Batch(reqs) if reqs.len() > MAX_OPERATIONS_PER_REQUEST => {
+    // Errors raised here, outside the schema, name the request id too (the schema's own errors
+    // get it from `RequestContext`), so a client can always quote it.
+    let handler_error = |err: AppError| {
+        with_request_id(GqlResponse::from_errors(vec![err.into_server_error()]), Some(&meta.request_id))
+    };
+    let (batch, is_array) = match request {
+        BatchRequest::Single(req) => (BatchRequest::Single(attach(req)), false),
+        BatchRequest::Batch(reqs) if reqs.len() > MAX_OPERATIONS_PER_REQUEST => {
             let err = AppError::invalid(
                 "operations",
                 format!("at most {MAX_OPERATIONS_PER_REQUEST} operations per request, got {}", reqs.len()),
             );
-            return with_request_id(BatchResponse::Single(GqlResponse::from_errors(vec![graphql_error(err)])), &meta);
+            return GraphQLResponse::from(handler_error(err)).into_response();
         }
-        async_graphql::BatchRequest::Batch(reqs) => {
-            (async_graphql::BatchRequest::Batch(reqs.into_iter().map(attach).collect()), true)
-        }
+        BatchRequest::Batch(reqs) => (BatchRequest::Batch(reqs.into_iter().map(attach).collect()), true),
     };
     let response = match tokio::time::timeout(timeout, s.schema.execute_batch(batch)).await {
         Ok(response) => response,
         Err(_) => {
-            let timed_out =
-                || GqlResponse::from_errors(vec![graphql_error(AppError::Timeout(timeout.as_millis() as u64))]);
+            let timed_out = || handler_error(AppError::Timeout(timeout.as_millis() as u64));
             // An array request gets an array back, even when it timed out as a whole.
             if is_array { BatchResponse::Batch(vec![timed_out()]) } else { BatchResponse::Single(timed_out()) }
         }
     };
-    with_request_id(response, &meta)
-}
-
-/// Every error names the request id, so a client can quote it when reporting a problem.
-fn with_request_id(mut response: BatchResponse, meta: &RequestMeta) -> GraphQLResponse {
-    let responses: Vec<&mut GqlResponse> = match &mut response {
-        BatchResponse::Single(r) => vec![r],
-        BatchResponse::Batch(rs) => rs.iter_mut().collect(),
-    };
-    for error in responses.into_iter().flat_map(|r| r.errors.iter_mut()) {
-        error.extensions.get_or_insert_with(Default::default).set("requestId", meta.request_id.as_str());
-    }
-    response.into()
+    GraphQLResponse::from(response).into_response()
 }
 
 async fn graphql_ws(
@@ -194,7 +214,18 @@ async fn graphql_ws(
 
 /// `POST /prever_precos/`: the seed service's contract, `{"square_feet", "num_bedrooms",
 /// "num_bathrooms"}` → `{"previsao": [price]}`, with FastAPI-shaped 422 errors.
-async fn prever_precos(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn prever_precos(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let (status, code, detail) = body_refusal(&rejection, s.app.config.max_body_bytes);
+            return (status, Json(json!({ "detail": detail, "code": code }))).into_response();
+        }
+    };
     let meta = request_meta(&headers, Route::RestPreverPrecos);
     let timeout = s.app.config.limits.request_timeout();
     let work = async {

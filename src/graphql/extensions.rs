@@ -1,20 +1,27 @@
-//! GraphQL extensions: every error leaves with an `extensions.code`.
+//! GraphQL extensions.
 //!
-//! Resolver errors already carry a code (see [`crate::error`]); errors raised by async-graphql
-//! itself before execution (syntax, unknown fields, wrong argument types, depth and complexity
-//! limits) get `GRAPHQL_PARSE_FAILED` or `GRAPHQL_VALIDATION_FAILED` here.
+//! - [`ErrorCodes`]: every error leaves with an `extensions.code`. Resolver errors already carry
+//!   one (see [`crate::error`]); errors raised by async-graphql itself before execution (syntax,
+//!   unknown fields, wrong argument types, depth and complexity limits) get
+//!   `GRAPHQL_PARSE_FAILED` or `GRAPHQL_VALIDATION_FAILED` here.
+//! - [`RequestContext`]: every operation has a [`RequestMeta`] and its errors name its request id;
+//!   an operation sent over a WebSocket gets what an HTTP request gets from its handler (its own
+//!   request id and clock, the `REQUEST_TIMEOUT_MS` budget).
 
-use std::sync::Arc;
+use std::any::TypeId;
+use std::sync::{Arc, OnceLock};
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextSubscribe, NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest, NextRequest,
+    NextSubscribe, NextValidation,
 };
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Variables};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
-use crate::error::codes;
+use crate::error::{AppError, codes};
+use crate::service::{AppState, RequestMeta, Route};
 
 /// Code for documents that do not parse.
 pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
@@ -81,5 +88,103 @@ impl Extension for ErrorCodesExtension {
         next.run(ctx).await.map_err(|errors| {
             errors.into_iter().map(|err| with_default_code(err, codes::GRAPHQL_VALIDATION_FAILED)).collect()
         })
+    }
+}
+
+/// Connection data of a WebSocket (session data): what each operation on it needs to build its
+/// own [`RequestMeta`].
+#[derive(Debug, Clone)]
+pub struct WsConnection {
+    /// The User-Agent of the upgrade request.
+    pub client: Option<String>,
+}
+
+/// Factory for [`RequestContext`].
+pub struct RequestContext;
+
+impl ExtensionFactory for RequestContext {
+    fn create(&self) -> Arc<dyn Extension> {
+        // One instance per operation: it remembers that operation's request id.
+        Arc::new(RequestContextExtension::default())
+    }
+}
+
+#[derive(Default)]
+struct RequestContextExtension {
+    /// Set in `prepare_request`; read by the hooks that wrap the whole operation.
+    request_id: Arc<OnceLock<String>>,
+}
+
+/// Sets `extensions.requestId` on every error of `response`.
+pub(crate) fn with_request_id(mut response: Response, request_id: Option<&String>) -> Response {
+    if let Some(id) = request_id {
+        for error in &mut response.errors {
+            error.extensions.get_or_insert_with(Default::default).set("requestId", id.as_str());
+        }
+    }
+    response
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for RequestContextExtension {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        let attached = request.data.get(&TypeId::of::<RequestMeta>()).and_then(|d| d.downcast_ref::<RequestMeta>());
+        let request_id = match (attached, ctx.data_opt::<WsConnection>()) {
+            (Some(meta), _) => Some(meta.request_id.clone()),
+            (None, Some(socket)) => {
+                let mut meta =
+                    RequestMeta::new(uuid::Uuid::new_v4().to_string(), Route::Graphql, socket.client.clone());
+                meta.operation = request.operation_name.clone();
+                let id = meta.request_id.clone();
+                request.data.insert(meta);
+                Some(id)
+            }
+            (None, None) => None,
+        };
+        if let Some(id) = request_id {
+            let _ = self.request_id.set(id);
+        }
+        next.run(ctx, request).await
+    }
+
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        with_request_id(next.run(ctx).await, self.request_id.get())
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        // WebSocket operations (queries too) run as streams; the id is known once the stream has
+        // prepared the request, so it is read per item.
+        let request_id = Arc::clone(&self.request_id);
+        next.run(ctx, stream).map(move |response| with_request_id(response, request_id.get())).boxed()
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        // Over HTTP the handler bounds the whole request; a WebSocket has no handler per operation.
+        let budget = match (ctx.data_opt::<WsConnection>(), ctx.data_opt::<AppState>()) {
+            (Some(_), Some(state)) => Some(state.config.limits.request_timeout()),
+            _ => None,
+        };
+        match budget {
+            None => next.run(ctx, operation_name).await,
+            Some(budget) => match tokio::time::timeout(budget, next.run(ctx, operation_name)).await {
+                Ok(response) => response,
+                Err(_) => Response::from_errors(vec![AppError::Timeout(budget.as_millis() as u64).into_server_error()]),
+            },
+        }
     }
 }

@@ -14,12 +14,14 @@ use crate::config::LimitsConfig;
 pub type AppSchema = Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
 
 /// Builds the schema with its depth and complexity limits. Request data (`AppState`,
-/// `RequestMeta`) is attached per request by the HTTP layer, so the schema itself needs no
+/// `RequestMeta`) is attached per request by the HTTP layer (per operation on a WebSocket, by
+/// [`extensions::RequestContext`]), so the schema itself needs no
 /// database and `schema.graphql` can be exported offline from this same function.
 pub fn build_schema(limits: &LimitsConfig) -> AppSchema {
     Schema::build(query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot)
         .limit_depth(limits.max_query_depth)
         .limit_complexity(limits.max_query_complexity)
         .extension(extensions::ErrorCodes)
+        .extension(extensions::RequestContext)
         .finish()
 }

@@ -1,8 +1,6 @@
 //! Query root: predictions, prediction history, model metadata.
 
-use std::borrow::Cow;
-
-use chrono::{DateTime, Datelike, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use async_graphql::{Context, ErrorExtensions, ID, Object};
 use uuid::Uuid;
@@ -16,7 +14,7 @@ use crate::log::{Cursor, store};
 use crate::model::registry;
 use crate::monitoring::drift::{self, DriftReport};
 use crate::monitoring::performance::{self, Bucket, PerformanceBucket};
-use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta, Route};
+use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta};
 
 /// The query root (`Query` in the schema).
 pub struct QueryRoot;
@@ -31,22 +29,10 @@ pub(crate) fn data<'a, T: Send + Sync + 'static>(ctx: &Context<'a>) -> Result<&'
     ctx.data::<T>().map_err(|e| AppError::Internal(anyhow::anyhow!("missing request data: {}", e.message)))
 }
 
-/// The application state and this operation's request metadata. Over HTTP the metadata is the
-/// request's; over a WebSocket each operation gets its own (new request id, its own clock).
-pub(crate) fn state<'a>(ctx: &Context<'a>) -> Result<(&'a AppState, Cow<'a, RequestMeta>), AppError> {
-    let state = data::<AppState>(ctx)?;
-    if let Some(meta) = ctx.data_opt::<RequestMeta>() {
-        return Ok((state, Cow::Borrowed(meta)));
-    }
-    let socket = data::<WsConnection>(ctx)?;
-    Ok((state, Cow::Owned(RequestMeta::new(Uuid::new_v4().to_string(), Route::Graphql, socket.client.clone()))))
-}
-
-/// Request data of a WebSocket connection (operations on it build their own [`RequestMeta`]).
-#[derive(Debug, Clone)]
-pub struct WsConnection {
-    /// The User-Agent of the upgrade request.
-    pub client: Option<String>,
+/// The application state and this operation's request metadata (attached by the HTTP handler,
+/// or per WebSocket operation by [`super::extensions::RequestContext`]).
+pub(crate) fn state<'a>(ctx: &Context<'a>) -> Result<(&'a AppState, &'a RequestMeta), AppError> {
+    Ok((data::<AppState>(ctx)?, data::<RequestMeta>(ctx)?))
 }
 
 fn item(path: ItemPath, input: HouseInput) -> PredictionItem {
@@ -69,7 +55,7 @@ impl QueryRoot {
     ) -> async_graphql::Result<Prediction> {
         resolve(async {
             let (state, meta) = state(ctx)?;
-            let mut outcomes = state.predict(&meta, model.as_deref(), vec![item(ItemPath::Single, input)]).await?;
+            let mut outcomes = state.predict(meta, model.as_deref(), vec![item(ItemPath::Single, input)]).await?;
             let outcome = outcomes
                 .pop()
                 .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no outcome for a single prediction")))?;
@@ -93,10 +79,10 @@ impl QueryRoot {
                 let error =
                     AppError::invalid("inputs", format!("must hold between 1 and {max} items, got {}", inputs.len()));
                 let raw = serde_json::json!({ "batchSize": inputs.len() });
-                return Err(state.reject(&meta, error, raw).await);
+                return Err(state.reject(meta, error, raw).await);
             }
             let items = inputs.into_iter().enumerate().map(|(i, input)| item(ItemPath::Batch(i), input)).collect();
-            let outcomes = state.predict(&meta, model.as_deref(), items).await?;
+            let outcomes = state.predict(meta, model.as_deref(), items).await?;
             outcomes
                 .into_iter()
                 .enumerate()
@@ -241,10 +227,9 @@ impl QueryRoot {
     }
 }
 
-/// PostgreSQL's timestamptz range starts in 4713 BC; reject what it would refuse as input errors.
 fn check_time(field: &str, t: Option<DateTime<Utc>>) -> Result<(), AppError> {
     match t {
-        Some(t) if t.year() < -4712 || t.year() > 294_275 => {
+        Some(t) if !store::storable(&t) => {
             Err(AppError::invalid(field, "is outside the supported range (4713 BC to 294275 AD)"))
         }
         _ => Ok(()),

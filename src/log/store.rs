@@ -3,7 +3,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::DurationRound;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -204,8 +204,15 @@ impl Cursor {
         let bytes = URL_SAFE_NO_PAD.decode(s).ok()?;
         let text = String::from_utf8(bytes).ok()?;
         let (micros, id) = text.split_once(':')?;
-        Some(Self { created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?, id: id.parse().ok()? })
+        let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?).filter(storable)?;
+        Some(Self { created_at, id: id.parse().ok()? })
     }
+}
+
+/// Whether PostgreSQL's `timestamptz` can hold `t` (4713 BC to 294276 AD). chrono accepts more;
+/// a client's time outside this range must be refused as input, not fail as a database error.
+pub fn storable(t: &DateTime<Utc>) -> bool {
+    (-4712..=294_275).contains(&t.year())
 }
 
 /// Up to `limit` rows matching `filter`, newest first, strictly after `after`.

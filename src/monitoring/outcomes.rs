@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::AppError;
+use crate::log::store;
 
 /// What recording an outcome did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -73,6 +74,12 @@ pub async fn record(
                 results[i] = Some(Err(AppError::invalid(
                     format!("{}.actualPrice", field(i)),
                     format!("must be a positive number of dollars, got {}", item.actual_price),
+                )))
+            }
+            Ok(_) if item.observed_at.is_some_and(|t| !store::storable(&t)) => {
+                results[i] = Some(Err(AppError::invalid(
+                    format!("{}.observedAt", field(i)),
+                    "is outside the supported range (4713 BC to 294275 AD)",
                 )))
             }
             Ok(id) => ids.push((i, id)),

@@ -188,6 +188,16 @@ impl Subscriber {
         self.ws.send(tokio_tungstenite::tungstenite::Message::text(message.to_string())).await.unwrap();
     }
 
+    /// The `next` message of operation `id` (other operations' messages skipped).
+    pub async fn next_result(&mut self, id: &str) -> Value {
+        loop {
+            let event = self.next_event().await;
+            if event["type"] == "next" && event["id"] == id {
+                return event;
+            }
+        }
+    }
+
     /// The next JSON message (pings skipped).
     pub async fn next_event(&mut self) -> Value {
         use futures_util::StreamExt;

@@ -1,7 +1,10 @@
 use std::collections::HashSet;
 
+use chrono::DateTime;
+use house_price_api::log::Cursor;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::common::{TestApp, error_code, error_field};
 
@@ -117,8 +120,14 @@ async fn page_size_and_cursor_are_validated(pool: PgPool) {
         assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
         assert_eq!(error_field(&body), "first");
     }
-    let body = app.graphql(PAGE, json!({ "after": "bm90LWEtY3Vyc29y" })).await;
-    assert_eq!(error_field(&body), "after");
+    // Garbage, and a well-formed cursor whose time PostgreSQL could not hold (year -29700).
+    let far_past =
+        Cursor { created_at: DateTime::from_timestamp_micros(-999_999_999_999_999_999).unwrap(), id: Uuid::nil() };
+    for after in ["bm90LWEtY3Vyc29y".to_owned(), far_past.encode()] {
+        let body = app.graphql(PAGE, json!({ "after": after })).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+        assert_eq!(error_field(&body), "after");
+    }
     let body = app.graphql(PAGE, json!({ "filter": { "minPrice": 10.0, "maxPrice": 1.0 } })).await;
     assert_eq!(error_field(&body), "filter.maxPrice");
     // The default page size applies when `first` is omitted.

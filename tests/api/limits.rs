@@ -1,7 +1,9 @@
+use std::time::Duration;
+
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::common::{TestApp, config, error_code};
+use crate::common::{Subscriber, TestApp, config, error_code};
 
 #[sqlx::test]
 async fn queries_deeper_than_the_limit_are_refused(pool: PgPool) {
@@ -39,18 +41,27 @@ async fn a_request_over_the_time_budget_fails_with_request_timeout(pool: PgPool)
 
     assert_eq!(error_code(&body), "REQUEST_TIMEOUT", "{body}");
     assert!(body["data"].is_null(), "{body}");
+    // The same budget holds for an operation sent over the WebSocket.
+    let mut ws = Subscriber::connect(&app, "graphql-transport-ws").await;
+    ws.send(json!({ "id": "1", "type": "subscribe",
+        "payload": { "query": "{ predictPrice(input: {squareFeet: 1500, bedrooms: 3, bathrooms: 2}) { price } }" } }))
+        .await;
+    let event = tokio::time::timeout(Duration::from_secs(5), ws.next_result("1")).await.expect("answered in time");
+    let error = &event["payload"]["errors"][0]["extensions"];
+    assert_eq!(error["code"], "REQUEST_TIMEOUT", "{event}");
+    assert!(error["requestId"].is_string(), "{event}");
     stall.rollback().await.unwrap();
     // The timed-out request's row is still written once the database moves again (an answer that
     // was not OK may still be logged; an OK answer is never unlogged).
     let mut rows = 0;
     for _ in 0..100 {
         rows = app.count_rows("true").await;
-        if rows == 1 {
+        if rows == 2 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(rows, 1);
+    assert_eq!(rows, 2);
 }
 
 #[sqlx::test]
@@ -84,13 +95,52 @@ async fn too_many_operations_or_too_large_a_body_are_refused(pool: PgPool) {
         app.client.post(app.url("/graphql")).json(&ops).send().await.unwrap().json().await.unwrap();
     assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
     let huge = format!(r#"{{"query": "{{ model {{ name }} }}", "variables": {{"pad": "{}"}}}}"#, "x".repeat(2 << 20));
-    let response = app
-        .client
-        .post(app.url("/graphql"))
-        .header("content-type", "application/json")
-        .body(huge)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
+    for path in ["/graphql", "/prever_precos/"] {
+        // With a Content-Length, and chunked (no length known up front).
+        let bodies = [reqwest::Body::from(huge.clone()), reqwest::Body::wrap_stream(chunks(&huge))];
+        for body in bodies {
+            let response = app
+                .client
+                .post(app.url(path))
+                .header("content-type", "application/json")
+                .header("x-request-id", "too-big-1")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 413, "{path}");
+            assert_eq!(response.headers()["x-request-id"], "too-big-1", "{path}");
+            let body: serde_json::Value = response.json().await.unwrap();
+            let code = if path == "/graphql" { &body["errors"][0]["extensions"]["code"] } else { &body["code"] };
+            assert_eq!(code, "PAYLOAD_TOO_LARGE", "{path}: {body}");
+        }
+    }
+    assert_eq!(app.count_rows("true").await, 0, "no prediction was attempted");
+}
+
+/// `body` as a stream of 64 KiB chunks (sent with chunked transfer encoding).
+fn chunks(body: &str) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + use<> {
+    let parts: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.as_bytes().chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+    futures_util::stream::iter(parts)
+}
+
+#[sqlx::test]
+async fn a_body_that_is_not_a_graphql_request_gets_bad_request(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    for body in ["not json", "42", r#"{"query": 7}"#] {
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        assert!(response.headers().contains_key("x-request-id"));
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(answer["errors"][0]["extensions"]["code"], "BAD_REQUEST", "{body}: {answer}");
+        assert!(answer["errors"][0]["extensions"]["requestId"].is_string(), "{answer}");
+    }
 }

@@ -106,6 +106,8 @@ async fn bulk_outcomes_succeed_or_fail_per_item(pool: PgPool) {
             { "predictionId": "not-a-uuid", "actualPrice": 1.0 },
             { "predictionId": uuid::Uuid::now_v7().to_string(), "actualPrice": 1.0 },
             { "predictionId": id, "actualPrice": 250000.0 },
+            // chrono parses this; PostgreSQL could not store it. It must fail alone, as input.
+            { "predictionId": uuid::Uuid::now_v7().to_string(), "actualPrice": 1.0, "observedAt": "-10000-01-01T00:00:00Z" },
         ] }),
     )
     .await;
@@ -114,6 +116,7 @@ async fn bulk_outcomes_succeed_or_fail_per_item(pool: PgPool) {
     assert_eq!(items[1]["error"], json!({ "code": "BAD_USER_INPUT", "field": "outcomes[1].predictionId" }));
     assert_eq!(items[2]["error"]["code"], "NOT_FOUND");
     assert_eq!(items[3]["error"]["field"], "outcomes[3].predictionId", "one prediction twice in a call is refused");
+    assert_eq!(items[4]["error"], json!({ "code": "BAD_USER_INPUT", "field": "outcomes[4].observedAt" }));
     let price: f64 =
         sqlx::query_scalar("select actual_price from prediction_outcomes").fetch_one(&app.pool).await.unwrap();
     assert_eq!(price, 200000.0);

@@ -55,4 +55,16 @@ async fn cors_is_off_by_default_and_on_for_configured_origins(pool: PgPool) {
     config.cors_allowed_origins = vec!["https://app.example".into()];
     let app = TestApp::spawn_with(pool, config).await;
     assert_eq!(from_browser(&app).await.headers()["access-control-allow-origin"], "https://app.example");
+    // The preflight of a mutation from a browser: the API key header is allowed.
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type,x-api-key")
+        .send()
+        .await
+        .unwrap();
+    let allowed = preflight.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
+    assert!(allowed.contains("x-api-key") && allowed.contains("content-type"), "{allowed}");
 }

@@ -73,4 +73,15 @@ async fn predictions_sent_over_the_websocket_get_their_own_request_ids(pool: PgP
     }
     assert_ne!(request_ids[0], request_ids[1]);
     assert_eq!(app.count_rows("true").await, 2);
+
+    // An error over the socket names its operation's request id, the one stored in its row.
+    ws.send(json!({ "id": "c", "type": "subscribe",
+        "payload": { "query": "{ predictPrice(input: {squareFeet: 1500, bedrooms: 99, bathrooms: 2}) { price } }" } }))
+        .await;
+    let event = ws.next_result("c").await;
+    let error = &event["payload"]["errors"][0]["extensions"];
+    assert_eq!((error["code"].as_str(), error["field"].as_str()), (Some("BAD_USER_INPUT"), Some("input.bedrooms")));
+    let request_id = error["requestId"].as_str().unwrap_or_else(|| panic!("no requestId: {event}"));
+    assert!(!request_ids.iter().any(|id| id == request_id));
+    assert_eq!(app.count_rows(&format!("status = 'rejected' and request_id = '{request_id}'")).await, 1);
 }
