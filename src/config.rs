@@ -171,8 +171,9 @@ pub struct AppConfig {
     /// Milliseconds between runs of the drift/accuracy evaluator (0: off).
     #[arg(long, env = "MONITOR_INTERVAL_MS", default_value_t = defaults::MONITOR_INTERVAL_MS)]
     pub monitor_interval_ms: u64,
-    /// Hours of traffic each evaluator run looks at.
-    #[arg(long, env = "MONITOR_WINDOW_HOURS", default_value_t = defaults::MONITOR_WINDOW_HOURS)]
+    /// Hours of traffic each evaluator run looks at (1 to 8784, a leap year).
+    #[arg(long, env = "MONITOR_WINDOW_HOURS", default_value_t = defaults::MONITOR_WINDOW_HOURS,
+          value_parser = clap::value_parser!(u32).range(1..=8784))]
     pub monitor_window_hours: u32,
     /// Origins allowed to call the API from a browser (comma-separated, `*` for any). Empty: no CORS headers.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
@@ -384,6 +385,25 @@ mod tests {
         assert_eq!(serve.app.log.log_mode, LogMode::Durable);
         assert_eq!(serve.app.limits.max_page_size, LimitsConfig::default().max_page_size);
         assert!(serve.app.cors_allowed_origins.iter().all(String::is_empty));
+    }
+
+    #[test]
+    fn a_monitoring_window_outside_one_hour_to_a_year_is_refused() {
+        let serve = |hours: &str| {
+            Cli::try_parse_from([
+                "house-price-api",
+                "serve",
+                "--database-url",
+                "postgres://x",
+                "--monitor-window-hours",
+                hours,
+            ])
+        };
+        for bad in ["0", "8785", "4294967295"] {
+            let err = serve(bad).unwrap_err().to_string();
+            assert!(err.contains("monitor-window-hours") && err.contains("1..=8784"), "{err}");
+        }
+        assert!(serve("8784").is_ok());
     }
 
     #[test]

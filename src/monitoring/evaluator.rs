@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 
 use super::drift::{self, DriftStatus};
 use super::performance::{self, Bucket};
+use crate::model::LoadedModel;
 use crate::service::AppState;
 
 /// A feature whose drift status changed to WARN or DRIFT.
@@ -54,9 +55,7 @@ pub fn spawn(state: AppState, interval: Duration, window: TimeDelta) {
         loop {
             tokio::select! {
                 _ = ticks.tick() => {
-                    if let Err(err) = evaluate(&state, window, &mut previous).await {
-                        tracing::warn!(error = %format!("{err:#}"), "monitoring evaluation failed");
-                    }
+                    evaluate(&state, window, &mut previous).await;
                 }
                 () = state.shutdown.cancelled() => return,
             }
@@ -64,75 +63,83 @@ pub fn spawn(state: AppState, interval: Duration, window: TimeDelta) {
     });
 }
 
-/// One evaluation of every loaded model version; returns the alerts it raised.
+/// One evaluation of every loaded model version; returns the alerts it raised. A model whose
+/// evaluation fails is logged and skipped: one model's failure must not hide the others.
 pub async fn evaluate(
     state: &AppState,
     window: TimeDelta,
     previous: &mut HashMap<(String, String, String), DriftStatus>,
-) -> anyhow::Result<Vec<DriftAlert>> {
+) -> Vec<DriftAlert> {
     let to = Utc::now();
     let from = to - window;
     let mut alerts = Vec::new();
     for model in state.models.snapshot().models() {
-        // One model's failure must not hide the others.
-        let report = match drift::report(&state.pool, model, from, to).await {
-            Ok(report) => report,
-            Err(err) => {
-                tracing::warn!(model = %model.id(), error = %err, "drift evaluation failed");
-                continue;
-            }
-        };
-        if report.predictions == 0 {
-            continue;
+        match evaluate_model(state, model, from, to, previous).await {
+            Ok(raised) => alerts.extend(raised),
+            Err(err) => tracing::warn!(model = %model.id(), error = %format!("{err:#}"), "monitoring evaluation failed"),
         }
-        let accuracy =
-            performance::buckets(&state.pool, &model.card.name, Some(&model.card.version), from, to, Bucket::Day)
-                .await?;
-        let worst = report.status.max(report.prediction.status);
-        sqlx::query(
-            "insert into monitoring_reports (model_name, model_version, window_from, window_to, status, report)
-             values ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&report.model_name)
-        .bind(&report.model_version)
-        .bind(report.from)
-        .bind(report.to)
-        .bind(worst.as_str())
-        .bind(serde_json::json!({ "drift": &report, "performance": accuracy }))
-        .execute(&state.pool)
-        .await?;
-        for f in report.features.iter().chain(std::iter::once(&report.prediction)) {
-            let labels = [
-                ("model", report.model_name.clone()),
-                ("version", report.model_version.clone()),
-                ("feature", f.feature.clone()),
-            ];
-            metrics::gauge!("drift_status", &labels).set(match f.status {
-                DriftStatus::Ok => 0.0,
-                DriftStatus::Warn => 1.0,
-                DriftStatus::Drift => 2.0,
-            });
-            if let Some(psi) = f.psi {
-                metrics::gauge!("drift_psi", &labels).set(psi);
-            }
-            let key = (report.model_name.clone(), report.model_version.clone(), f.feature.clone());
-            let before = previous.insert(key, f.status).unwrap_or(DriftStatus::Ok);
-            if f.status != before && f.status != DriftStatus::Ok {
-                let alert = DriftAlert {
-                    model_name: report.model_name.clone(),
-                    model_version: report.model_version.clone(),
-                    feature: f.feature.clone(),
-                    status: f.status,
-                    previous: before,
-                    psi: f.psi.unwrap_or(0.0),
-                    sample_size: f.sample_size,
-                    evaluated_at: to,
-                };
-                tracing::warn!(model = %alert.model_name, version = %alert.model_version, feature = %alert.feature,
-                               status = ?alert.status, psi = alert.psi, "drift alert");
-                let _ = state.alerts.send(alert.clone());
-                alerts.push(alert);
-            }
+    }
+    alerts
+}
+
+async fn evaluate_model(
+    state: &AppState,
+    model: &LoadedModel,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    previous: &mut HashMap<(String, String, String), DriftStatus>,
+) -> anyhow::Result<Vec<DriftAlert>> {
+    let mut alerts = Vec::new();
+    let report = drift::report(&state.pool, model, from, to).await?;
+    if report.predictions == 0 {
+        return Ok(alerts);
+    }
+    let accuracy =
+        performance::buckets(&state.pool, &model.card.name, Some(&model.card.version), from, to, Bucket::Day).await?;
+    let worst = report.status.max(report.prediction.status);
+    sqlx::query(
+        "insert into monitoring_reports (model_name, model_version, window_from, window_to, status, report)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&report.model_name)
+    .bind(&report.model_version)
+    .bind(report.from)
+    .bind(report.to)
+    .bind(worst.as_str())
+    .bind(serde_json::json!({ "drift": &report, "performance": accuracy }))
+    .execute(&state.pool)
+    .await?;
+    for f in report.features.iter().chain(std::iter::once(&report.prediction)) {
+        let labels = [
+            ("model", report.model_name.clone()),
+            ("version", report.model_version.clone()),
+            ("feature", f.feature.clone()),
+        ];
+        metrics::gauge!("drift_status", &labels).set(match f.status {
+            DriftStatus::Ok => 0.0,
+            DriftStatus::Warn => 1.0,
+            DriftStatus::Drift => 2.0,
+        });
+        if let Some(psi) = f.psi {
+            metrics::gauge!("drift_psi", &labels).set(psi);
+        }
+        let key = (report.model_name.clone(), report.model_version.clone(), f.feature.clone());
+        let before = previous.insert(key, f.status).unwrap_or(DriftStatus::Ok);
+        if f.status != before && f.status != DriftStatus::Ok {
+            let alert = DriftAlert {
+                model_name: report.model_name.clone(),
+                model_version: report.model_version.clone(),
+                feature: f.feature.clone(),
+                status: f.status,
+                previous: before,
+                psi: f.psi.unwrap_or(0.0),
+                sample_size: f.sample_size,
+                evaluated_at: to,
+            };
+            tracing::warn!(model = %alert.model_name, version = %alert.model_version, feature = %alert.feature,
+                           status = ?alert.status, psi = alert.psi, "drift alert");
+            let _ = state.alerts.send(alert.clone());
+            alerts.push(alert);
         }
     }
     Ok(alerts)
