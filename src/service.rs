@@ -173,8 +173,8 @@ impl AppState {
         let model = match Self::choose_model(&set, model) {
             Ok(model) => model,
             Err(err) => {
-                let raw = serde_json::Value::Array(items.into_iter().map(|i| i.raw_input).collect());
-                return Err(self.reject(meta, err, raw).await);
+                let rows = items.into_iter().map(|i| (i.path.index(), i.raw_input)).collect();
+                return Err(self.reject(meta, err, rows).await);
             }
         };
         // Plausibility first, then score every valid item in one matrix call.
@@ -230,15 +230,28 @@ impl AppState {
         Ok(outcomes)
     }
 
-    /// Logs a request that was refused as a whole (oversized batch, unknown model) as one rejected
-    /// row, and returns the error to answer with (or `SERVICE_UNAVAILABLE` if even that row could
-    /// not be logged).
-    pub async fn reject(&self, meta: &RequestMeta, error: AppError, raw_input: serde_json::Value) -> AppError {
+    /// Logs a request that was refused as a whole with `error`: one rejected row per
+    /// `(item index, raw input)` (an unknown model: one per item; an oversized batch: one for the
+    /// request, so a client cannot make the log write more rows than `MAX_BATCH_SIZE`). Returns
+    /// the error to answer with, or `SERVICE_UNAVAILABLE` if the rows could not be logged.
+    pub async fn reject(
+        &self,
+        meta: &RequestMeta,
+        error: AppError,
+        rows: Vec<(Option<i32>, serde_json::Value)>,
+    ) -> AppError {
         let set = self.models.snapshot();
         let model = if error.field() == Some("model") { None } else { Some(set.default_model().as_ref()) };
-        let mut record = new_record(meta, model, None, raw_input, meta.latency_us());
-        record_error(&mut record, &error);
-        match self.log.submit(vec![record]).await {
+        let latency_us = meta.latency_us();
+        let records = rows
+            .into_iter()
+            .map(|(index, raw_input)| {
+                let mut record = new_record(meta, model, index, raw_input, latency_us);
+                record_error(&mut record, &error);
+                record
+            })
+            .collect();
+        match self.log.submit(records).await {
             Ok(()) => error,
             Err(err) => AppError::Unavailable(err.into()),
         }

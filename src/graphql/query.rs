@@ -79,7 +79,7 @@ impl QueryRoot {
                 let error =
                     AppError::invalid("inputs", format!("must hold between 1 and {max} items, got {}", inputs.len()));
                 let raw = serde_json::json!({ "batchSize": inputs.len() });
-                return Err(state.reject(meta, error, raw).await);
+                return Err(state.reject(meta, error, vec![(None, raw)]).await);
             }
             let items = inputs.into_iter().enumerate().map(|(i, input)| item(ItemPath::Batch(i), input)).collect();
             let outcomes = state.predict(meta, model.as_deref(), items).await?;

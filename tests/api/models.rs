@@ -201,6 +201,23 @@ async fn a_model_is_chosen_by_name_or_name_at_version_and_recorded(pool: PgPool)
         "lists the loaded models: {body}"
     );
     assert_eq!(app.count_rows("status = 'rejected' and error_field = 'model' and model_name is null").await, 1);
+
+    // A batch for an unknown model: one rejected row per item, each with its own input and index.
+    let body = app
+        .graphql(
+            "query($inputs: [HouseInput!]!) { predictPrices(inputs: $inputs, model: \"nope\") { index } }",
+            json!({ "inputs": [input, { "squareFeet": 900.0, "bedrooms": 2, "bathrooms": 1.0 }] }),
+        )
+        .await;
+    assert_eq!(error_field(&body), "model", "{body}");
+    let rows: Vec<(Option<i32>, f64)> = sqlx::query_as(
+        "select item_index, (raw_input->>'squareFeet')::float8 from prediction_log
+          where status = 'rejected' and error_field = 'model' and item_index is not null order by item_index",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, vec![(Some(0), input["squareFeet"].as_f64().unwrap()), (Some(1), 900.0)]);
 }
 
 #[sqlx::test]
