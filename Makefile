@@ -22,9 +22,10 @@ run: ## Set up PostgreSQL, migrate, serve on 127.0.0.1:8000 (GraphiQL at /graphq
 	$(WITH_DB) $(BIN) migrate && exec $(BIN) serve
 
 test: ## Set up PostgreSQL, then fmt check, clippy -D warnings, all tests
-	$(CARGO) fmt --all --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
-	$(WITH_DB) if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	$(WITH_DB) \
+	$(CARGO) fmt --all --check; \
+	$(CARGO) clippy --locked --all-targets -- -D warnings; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --locked --all-targets --no-fail-fast; \
 	else \
 	  $(CARGO) test --locked --all-targets --no-fail-fast; \

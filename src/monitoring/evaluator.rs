@@ -76,7 +76,9 @@ pub async fn evaluate(
     for model in state.models.snapshot().models() {
         match evaluate_model(state, model, from, to, previous).await {
             Ok(raised) => alerts.extend(raised),
-            Err(err) => tracing::warn!(model = %model.id(), error = %format!("{err:#}"), "monitoring evaluation failed"),
+            Err(err) => {
+                tracing::warn!(model = %model.id(), error = %format!("{err:#}"), "monitoring evaluation failed")
+            }
         }
     }
     alerts
