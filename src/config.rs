@@ -9,6 +9,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Defaults, shared by clap and the `Default` impls so tests use exactly what operators get.
+/// Reads `.env` from the working directory (or the nearest parent that has one) into the
+/// environment; variables already set win. Call it before any thread exists (it sets variables).
+/// Returns the error if a `.env` exists but could not be read.
+pub fn load_dotenv() -> Option<dotenvy::Error> {
+    dotenvy::dotenv().err().filter(|err| !err.not_found())
+}
+
 pub mod defaults {
     /// Where the service listens.
     pub const LISTEN_ADDR: &str = "127.0.0.1:8000";

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql::{BatchRequest, BatchResponse, ErrorExtensions, Response as GqlResponse};
+use async_graphql::{BatchRequest, BatchResponse, ErrorExtensions, Response as GqlResponse, ServerError};
 use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -172,16 +172,14 @@ async fn graphql(State(s): State<HttpState>, headers: HeaderMap, body: Result<By
     };
     // Errors raised here, outside the schema, name the request id too (the schema's own errors
     // get it from `RequestContext`), so a client can always quote it.
-    let handler_error = |err: AppError| {
-        with_request_id(GqlResponse::from_errors(vec![err.into_server_error()]), Some(&meta.request_id))
-    };
+    let handler_error = |err: ServerError| with_request_id(GqlResponse::from_errors(vec![err]), Some(&meta.request_id));
     let (batch, is_array) = match request {
         BatchRequest::Single(req) => (BatchRequest::Single(attach(req)), false),
         BatchRequest::Batch(reqs) if reqs.len() > MAX_OPERATIONS_PER_REQUEST => {
-            let err = AppError::invalid(
-                "operations",
-                format!("at most {MAX_OPERATIONS_PER_REQUEST} operations per request, got {}", reqs.len()),
-            );
+            // A limit on the request's shape, like depth and complexity.
+            let message = format!("at most {MAX_OPERATIONS_PER_REQUEST} operations per request, got {}", reqs.len());
+            let mut err = ServerError::new(message, None);
+            err.extensions.get_or_insert_with(Default::default).set("code", codes::GRAPHQL_VALIDATION_FAILED);
             return GraphQLResponse::from(handler_error(err)).into_response();
         }
         BatchRequest::Batch(reqs) => (BatchRequest::Batch(reqs.into_iter().map(attach).collect()), true),
@@ -189,7 +187,7 @@ async fn graphql(State(s): State<HttpState>, headers: HeaderMap, body: Result<By
     let response = match tokio::time::timeout(timeout, s.schema.execute_batch(batch)).await {
         Ok(response) => response,
         Err(_) => {
-            let timed_out = || handler_error(AppError::Timeout(timeout.as_millis() as u64));
+            let timed_out = || handler_error(AppError::Timeout(timeout.as_millis() as u64).into_server_error());
             // An array request gets an array back, even when it timed out as a whole.
             if is_array { BatchResponse::Batch(vec![timed_out()]) } else { BatchResponse::Single(timed_out()) }
         }

@@ -3,19 +3,20 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use house_price_api::config::Cli;
+use house_price_api::config::{Cli, load_dotenv};
 use house_price_api::{run_cli, telemetry};
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    // `.env` (see `.env.example`) fills in what the environment does not already set.
-    let dotenv = dotenvy::dotenv().err().filter(|err| !err.not_found());
+fn main() -> ExitCode {
+    // Before the runtime starts its threads: loading `.env` sets environment variables.
+    let dotenv = load_dotenv();
     let cli = Cli::parse();
     telemetry::init_tracing(cli.telemetry.log_format);
     if let Some(err) = dotenv {
         tracing::warn!(error = %err, ".env was not read");
     }
-    match run_cli(cli).await {
+    let result =
+        tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|runtime| runtime.block_on(run_cli(cli)));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %format!("{err:#}"), "fatal");

@@ -147,13 +147,20 @@ pub struct ReloadOutcome {
     pub removed: Vec<String>,
 }
 
+/// Most characters of an unknown `model` argument quoted back (and logged) in its error.
+const MAX_QUOTED_SPEC: usize = 100;
+
 impl AppState {
     /// The model `spec` names (`name` or `name@version`), or the default one.
     pub fn choose_model(set: &ModelSet, spec: Option<&str>) -> Result<Arc<LoadedModel>, AppError> {
         match spec {
             None => Ok(set.default_model().clone()),
             Some(spec) => set.find(spec).ok_or_else(|| {
-                AppError::invalid("model", format!("unknown model {spec:?}; loaded: {}", set.ids().join(", ")))
+                // The message is logged with every item of a batch: quote at most a name's worth of
+                // what the client sent, not a megabyte.
+                let quoted: String = spec.chars().take(MAX_QUOTED_SPEC).collect();
+                let more = if spec.chars().count() > MAX_QUOTED_SPEC { "…" } else { "" };
+                AppError::invalid("model", format!("unknown model {quoted:?}{more}; loaded: {}", set.ids().join(", ")))
             }),
         }
     }

@@ -19,6 +19,7 @@ use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Variables};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use tracing::Instrument;
 
 use crate::error::{AppError, codes};
 use crate::service::{AppState, RequestMeta, Route};
@@ -181,10 +182,20 @@ impl Extension for RequestContextExtension {
         };
         match budget {
             None => next.run(ctx, operation_name).await,
-            Some(budget) => match tokio::time::timeout(budget, next.run(ctx, operation_name)).await {
-                Ok(response) => response,
-                Err(_) => Response::from_errors(vec![AppError::Timeout(budget.as_millis() as u64).into_server_error()]),
-            },
+            Some(budget) => {
+                // No TraceLayer span wraps a WebSocket operation: this one puts its request id on its log lines.
+                let span = tracing::info_span!(
+                    "ws_operation",
+                    request_id = %self.request_id.get().map(String::as_str).unwrap_or_default(),
+                    operation = operation_name.unwrap_or_default(),
+                );
+                match tokio::time::timeout(budget, next.run(ctx, operation_name)).instrument(span).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        Response::from_errors(vec![AppError::Timeout(budget.as_millis() as u64).into_server_error()])
+                    }
+                }
+            }
         }
     }
 }

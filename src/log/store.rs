@@ -209,8 +209,9 @@ impl Cursor {
     }
 }
 
-/// Whether PostgreSQL's `timestamptz` can hold `t` (4713 BC to 294276 AD). chrono accepts more;
-/// a client's time outside this range must be refused as input, not fail as a database error.
+/// Whether PostgreSQL's `timestamptz` can hold `t` (years 4713 BC to 294275 AD here). chrono
+/// accepts earlier years; a client's time outside this range must be refused as input, not fail
+/// as a database error.
 pub fn storable(t: &DateTime<Utc>) -> bool {
     (-4712..=294_275).contains(&t.year())
 }

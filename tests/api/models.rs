@@ -218,6 +218,14 @@ async fn a_model_is_chosen_by_name_or_name_at_version_and_recorded(pool: PgPool)
     .await
     .unwrap();
     assert_eq!(rows, vec![(Some(0), input["squareFeet"].as_f64().unwrap()), (Some(1), 900.0)]);
+
+    // A huge model name is not quoted back (nor logged per item) in full.
+    let body = app.graphql(PREDICT, json!({ "input": input, "model": "x".repeat(100_000) })).await;
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.len() < 400 && message.contains("xxx\"…"), "{message}");
+    let longest: i32 =
+        sqlx::query_scalar("select max(length(error_message)) from prediction_log").fetch_one(&app.pool).await.unwrap();
+    assert!(longest < 400, "{longest}");
 }
 
 #[sqlx::test]
