@@ -151,8 +151,9 @@ pub struct ReloadOutcome {
 const MAX_QUOTED_SPEC: usize = 100;
 
 impl AppState {
-    /// The model `spec` names (`name` or `name@version`), or the default one.
-    pub fn choose_model(set: &ModelSet, spec: Option<&str>) -> Result<Arc<LoadedModel>, AppError> {
+    /// The model `spec` names (`name` or `name@version`), or the default one; an unknown `spec` is
+    /// a `BAD_USER_INPUT` on `field` (the argument that carried it).
+    pub fn choose_model(set: &ModelSet, spec: Option<&str>, field: &str) -> Result<Arc<LoadedModel>, AppError> {
         match spec {
             None => Ok(set.default_model().clone()),
             Some(spec) => set.find(spec).ok_or_else(|| {
@@ -160,7 +161,7 @@ impl AppState {
                 // what the client sent, not a megabyte.
                 let quoted: String = spec.chars().take(MAX_QUOTED_SPEC).collect();
                 let more = if spec.chars().count() > MAX_QUOTED_SPEC { "…" } else { "" };
-                AppError::invalid("model", format!("unknown model {quoted:?}{more}; loaded: {}", set.ids().join(", ")))
+                AppError::invalid(field, format!("unknown model {quoted:?}{more}; loaded: {}", set.ids().join(", ")))
             }),
         }
     }
@@ -177,7 +178,7 @@ impl AppState {
     ) -> Result<Vec<ItemOutcome>, AppError> {
         // One snapshot for the whole request: a concurrent reload does not change its model.
         let set = self.models.snapshot();
-        let model = match Self::choose_model(&set, model) {
+        let model = match Self::choose_model(&set, model, "model") {
             Ok(model) => model,
             Err(err) => {
                 let rows = items.into_iter().map(|i| (i.path.index(), i.raw_input)).collect();

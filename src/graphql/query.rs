@@ -168,9 +168,7 @@ impl QueryRoot {
     async fn model(&self, ctx: &Context<'_>, name: Option<String>) -> async_graphql::Result<ModelInfo> {
         resolve(async {
             let set = data::<AppState>(ctx)?.models.snapshot();
-            let model = AppState::choose_model(&set, name.as_deref()).map_err(|_| {
-                AppError::invalid("name", format!("unknown model {name:?}; loaded: {}", set.ids().join(", ")))
-            })?;
+            let model = AppState::choose_model(&set, name.as_deref(), "name")?;
             Ok(ModelInfo::new(&model, &set))
         })
         .await
@@ -211,7 +209,7 @@ impl QueryRoot {
             let state = data::<AppState>(ctx)?;
             let (from, to) = window(from, to, TimeDelta::hours(24))?;
             let set = state.models.snapshot();
-            let model = AppState::choose_model(&set, Some(&model))?;
+            let model = AppState::choose_model(&set, Some(&model), "model")?;
             Ok(drift::report(&state.pool, &model, from, to).await?)
         })
         .await
@@ -224,15 +222,6 @@ impl QueryRoot {
             Ok(set.models().iter().map(|m| ModelInfo::new(m, &set)).collect())
         })
         .await
-    }
-}
-
-fn check_time(field: &str, t: Option<DateTime<Utc>>) -> Result<(), AppError> {
-    match t {
-        Some(t) if !store::storable(&t) => {
-            Err(AppError::invalid(field, "is outside the supported range (4713 BC to 294275 AD)"))
-        }
-        _ => Ok(()),
     }
 }
 
@@ -249,8 +238,8 @@ fn window(
     to: Option<DateTime<Utc>>,
     default_span: TimeDelta,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), AppError> {
-    check_time("from", from)?;
-    check_time("to", to)?;
+    store::check_time("from", from)?;
+    store::check_time("to", to)?;
     let to = to.unwrap_or_else(Utc::now);
     let from = from.unwrap_or(to - default_span);
     if from >= to {
@@ -260,8 +249,8 @@ fn window(
 }
 
 fn history_filter(f: PredictionFilter) -> Result<PredictionFilter, AppError> {
-    check_time("filter.from", f.from)?;
-    check_time("filter.to", f.to)?;
+    store::check_time("filter.from", f.from)?;
+    store::check_time("filter.to", f.to)?;
     check_text("filter.modelName", f.model_name.as_ref())?;
     check_text("filter.modelVersion", f.model_version.as_ref())?;
     check_text("filter.requestId", f.request_id.as_ref())?;

@@ -8,6 +8,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::record::{LogRecord, PredictionStatus};
+use crate::error::AppError;
 
 /// Inserts all rows and adds their drift bins to the hourly `drift_counts`, in one statement
 /// (one round trip, one commit, counters and rows atomically together), by unnesting one array
@@ -214,6 +215,16 @@ impl Cursor {
 /// as a database error.
 pub fn storable(t: &DateTime<Utc>) -> bool {
     (-4712..=294_275).contains(&t.year())
+}
+
+/// [`storable`] as input validation: `BAD_USER_INPUT` on `field` for a time PostgreSQL cannot hold.
+pub fn check_time(field: impl Into<String>, t: Option<DateTime<Utc>>) -> Result<(), AppError> {
+    match t {
+        Some(t) if !storable(&t) => {
+            Err(AppError::invalid(field, "is outside the supported range (4713 BC to 294275 AD)"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Up to `limit` rows matching `filter`, newest first, strictly after `after`.

@@ -76,13 +76,10 @@ pub async fn record(
                     format!("must be a positive number of dollars, got {}", item.actual_price),
                 )))
             }
-            Ok(_) if item.observed_at.is_some_and(|t| !store::storable(&t)) => {
-                results[i] = Some(Err(AppError::invalid(
-                    format!("{}.observedAt", field(i)),
-                    "is outside the supported range (4713 BC to 294275 AD)",
-                )))
-            }
-            Ok(id) => ids.push((i, id)),
+            Ok(id) => match store::check_time(format!("{}.observedAt", field(i)), item.observed_at) {
+                Ok(()) => ids.push((i, id)),
+                Err(err) => results[i] = Some(Err(err)),
+            },
         }
     }
     let mut tx = pool.begin().await?;

@@ -166,6 +166,10 @@ async fn the_model_query_reports_the_card_and_models_lists_every_version(pool: P
     let neighborhood = features.iter().find(|f| f["name"] == "neighborhood").unwrap();
     assert_eq!(neighborhood["kind"], "categorical");
     assert!(neighborhood["categories"].as_array().unwrap().contains(&json!("North_Ames")));
+
+    let body = app.graphql("{ model(name: \"nope\") { name } }", json!({})).await;
+    assert_eq!((error_code(&body), error_field(&body)), ("BAD_USER_INPUT", "name"), "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("unknown model \"nope\""), "{body}");
 }
 
 const PREDICT: &str = "query($input: HouseInput!, $model: String) {
