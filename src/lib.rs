@@ -95,6 +95,7 @@ impl Application {
             api_keys: Arc::new(api_keys),
             shutdown: CancellationToken::new(),
             alerts: monitoring::evaluator::alert_channel(),
+            reloads: Arc::default(),
         };
         Ok(Self { listener, state, schema })
     }

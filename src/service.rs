@@ -32,6 +32,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Drift alerts from the evaluator (for the `driftAlert` subscription).
     pub alerts: tokio::sync::broadcast::Sender<crate::monitoring::evaluator::DriftAlert>,
+    /// Held for the whole of a model reload (see [`AppState::reload_models`]).
+    pub reloads: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Where a request came in; stored in `prediction_log.route`.
@@ -267,21 +269,27 @@ impl AppState {
 
     /// Re-scans the model directory and swaps the set in atomically; a broken model fails the
     /// reload and the previous set keeps serving. Both outcomes are recorded in `model_events`.
+    ///
+    /// Reloads are serialised, so events are recorded in the order the sets were installed, and
+    /// a new version's reference distributions are stored before it serves its first request.
     pub async fn reload_models(&self, trigger: &str, actor: Option<&str>) -> Result<ReloadOutcome, AppError> {
+        let _serialised = self.reloads.lock().await;
         let registry = self.models.clone();
-        let result = tokio::task::spawn_blocking(move || registry.reload())
+        let result = tokio::task::spawn_blocking(move || registry.scan())
             .await
             .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("model reload task")))?;
         match result {
-            Ok((previous, set)) => {
+            Ok(set) => {
+                let set = Arc::new(set);
+                if let Err(err) = crate::monitoring::references::sync(&self.pool, &set).await {
+                    tracing::error!(error = %err, "cannot store the new models' reference distributions");
+                }
+                let previous = self.models.install(set.clone());
                 let before = previous.ids();
                 let after = set.ids();
                 let added: Vec<String> = after.iter().filter(|id| !before.contains(id)).cloned().collect();
                 let removed: Vec<String> = before.iter().filter(|id| !after.contains(id)).cloned().collect();
                 tracing::info!(trigger, ?added, ?removed, default = %set.default_model().id(), "models reloaded");
-                if let Err(err) = crate::monitoring::references::sync(&self.pool, &set).await {
-                    tracing::error!(error = %err, "cannot store the new models' reference distributions");
-                }
                 record_model_event(&self.pool, "reloaded", trigger, actor, &set, &added, &removed, None).await;
                 Ok(ReloadOutcome { set, added, removed })
             }

@@ -320,7 +320,7 @@ impl ModelSet {
     }
 }
 
-/// The live model set; swapped whole by [`ModelRegistry::reload`].
+/// The live model set; swapped whole by [`ModelRegistry::install`].
 #[derive(Debug)]
 pub struct ModelRegistry {
     root: PathBuf,
@@ -346,12 +346,16 @@ impl ModelRegistry {
         self.current.load_full()
     }
 
-    /// Re-scans the model directory and swaps in the new set atomically. On any error the current
-    /// set stays in place. Returns (previous, new).
-    pub fn reload(&self) -> Result<(Arc<ModelSet>, Arc<ModelSet>), ModelLoadError> {
-        let new = Arc::new(ModelSet::load(&self.root, &self.default_model, self.shadow_model.as_deref())?);
-        let previous = self.current.swap(new.clone());
-        Ok((previous, new))
+    /// Loads the model directory as it is now, checksums verified, without serving it yet: a
+    /// broken model fails the scan and the current set is untouched.
+    pub fn scan(&self) -> Result<ModelSet, ModelLoadError> {
+        ModelSet::load(&self.root, &self.default_model, self.shadow_model.as_deref())
+    }
+
+    /// Swaps a scanned set in atomically: requests that already hold a snapshot finish on the
+    /// previous set, which is returned.
+    pub fn install(&self, set: Arc<ModelSet>) -> Arc<ModelSet> {
+        self.current.swap(set)
     }
 
     /// The directory scanned.

@@ -148,12 +148,28 @@ async fn sighup_reloads_the_models(pool: PgPool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(version, "1.2.0");
-    let trigger: String =
-        sqlx::query_scalar("select trigger from model_events where event = 'reloaded' order by id desc limit 1")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert_eq!(trigger, "sighup");
+    let references: i64 = sqlx::query_scalar(
+        "select count(*) from model_references where model_name = 'ridge-log' and model_version = '1.2.0'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(references > 0, "a new version's reference distributions are stored before it serves");
+    // A signal has no response to wait for, and the event is recorded just after the swap.
+    let mut trigger = None;
+    for _ in 0..100 {
+        trigger = sqlx::query_scalar::<_, String>(
+            "select trigger from model_events where event = 'reloaded' order by id desc limit 1",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        if trigger.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(trigger.as_deref(), Some("sighup"));
 }
 
 #[sqlx::test]
