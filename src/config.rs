@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Defaults, shared by clap and the `Default` impls so tests use exactly what operators get.
 /// Reads `.env` from the working directory (or the nearest parent that has one) into the
 /// environment; variables already set win. Call it before any thread exists (it sets variables).
 /// Returns the error if a `.env` exists but could not be read.
@@ -16,7 +15,14 @@ pub fn load_dotenv() -> Option<dotenvy::Error> {
     dotenvy::dotenv().err().filter(|err| !err.not_found())
 }
 
+/// Defaults, shared by clap and the `Default` impls so tests use exactly what operators get.
 pub mod defaults {
+    /// The Ames sales `train` fits and `replay` sends.
+    pub const TRAIN_DATA: &str = "data/ames_housing.csv";
+    /// Seed of the holdout shuffle: `train` and `replay` must agree to replay the true holdout.
+    pub const SPLIT_SEED: u64 = 42;
+    /// Share of the rows held out from training, for the metrics (and for `replay`).
+    pub const HOLDOUT_FRACTION: f64 = 0.2;
     /// Where the service listens.
     pub const LISTEN_ADDR: &str = "127.0.0.1:8000";
     /// Root of `<name>/<version>/` model directories.
@@ -319,20 +325,20 @@ impl LimitsConfig {
     }
 }
 
-/// `train` settings.
+/// `train` settings (also what [`crate::model::train::train`] takes).
 #[derive(Debug, Clone, Args)]
 pub struct TrainConfig {
     /// Ames CSV to train on.
-    #[arg(long, env = "TRAIN_DATA", default_value = "data/ames_housing.csv")]
+    #[arg(long, env = "TRAIN_DATA", default_value = defaults::TRAIN_DATA)]
     pub data: PathBuf,
     /// Root directory the versions are written under.
     #[arg(long, env = "MODEL_DIR", default_value = defaults::MODEL_DIR)]
     pub out_dir: PathBuf,
     /// Seed of the holdout shuffle; every model uses it so metrics compare.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = defaults::SPLIT_SEED)]
     pub seed: u64,
     /// Fraction of rows held out for metrics.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = defaults::HOLDOUT_FRACTION)]
     pub holdout_fraction: f64,
     /// RFC 3339 time to stamp the cards with (default: now); set it to reproduce a card exactly.
     #[arg(long)]
@@ -342,7 +348,7 @@ pub struct TrainConfig {
     pub only: Vec<String>,
 }
 
-/// `replay` settings.
+/// `replay` settings (also what [`crate::replay::run`] takes).
 #[derive(Debug, Clone, Args)]
 pub struct ReplayConfig {
     /// Base URL of the running service.
@@ -352,13 +358,13 @@ pub struct ReplayConfig {
     #[arg(long)]
     pub model: Option<String>,
     /// Ames CSV (the same split as training: `--seed`, `--holdout-fraction`).
-    #[arg(long, default_value = "data/ames_housing.csv")]
+    #[arg(long, default_value = defaults::TRAIN_DATA)]
     pub data: PathBuf,
     /// Seed of the holdout split.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = defaults::SPLIT_SEED)]
     pub seed: u64,
     /// Holdout fraction.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = defaults::HOLDOUT_FRACTION)]
     pub holdout_fraction: f64,
     /// Change a feature of every house: `squareFeet=+30%`, `yearBuilt=-10`, `neighborhood=Gilbert` (repeatable).
     #[arg(long = "shift")]

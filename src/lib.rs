@@ -210,14 +210,7 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Train(config) => {
-            let cards = model::train::train(&model::train::TrainOptions {
-                data: config.data,
-                out_dir: config.out_dir,
-                seed: config.seed,
-                holdout_fraction: config.holdout_fraction,
-                trained_at: config.trained_at,
-                only: config.only,
-            })?;
+            let cards = model::train::train(&config)?;
             println!("{:<20} {:>8} {:>10} {:>10} {:>8} {:>8}", "model", "version", "MAE", "RMSE", "RMSLE", "R2");
             for c in cards {
                 let m = c.metrics;
@@ -228,19 +221,8 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Replay(c) => {
-            let summary = replay::run(&replay::ReplayOptions {
-                url: c.url,
-                model: c.model,
-                data: c.data,
-                seed: c.seed,
-                holdout_fraction: c.holdout_fraction,
-                shifts: c.shifts,
-                api_key: c.api_key,
-                batch: c.batch,
-                limit: c.limit,
-            })
-            .await?;
+        Command::Replay(config) => {
+            let summary = replay::run(&config).await?;
             println!(
                 "sent {}, priced {}, rejected {}, outcomes recorded {}, MAE {:.0} USD",
                 summary.sent,
@@ -256,7 +238,7 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ModelTable { model_dir } => {
-            print!("{}", model::card::markdown_table(&model_dir)?);
+            print!("{}", model::card::markdown_table(&model::registry::read_cards(&model_dir)?));
             Ok(())
         }
         Command::Schema => {

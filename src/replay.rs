@@ -2,12 +2,12 @@
 //! shifted, e.g. `--shift squareFeet=+30%`), then records their true sale prices as outcomes, so
 //! accuracy and drift can be watched appearing.
 
-use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use crate::config::ReplayConfig;
 use crate::model::features::FeatureKind;
 use crate::model::train::{holdout_split, read_dataset};
 use crate::model::{Feature, FeatureValue, HouseFeatures};
@@ -76,29 +76,6 @@ impl Shift {
     }
 }
 
-/// What to replay and where.
-#[derive(Debug, Clone)]
-pub struct ReplayOptions {
-    /// Base URL of the running service, e.g. `http://127.0.0.1:8000`.
-    pub url: String,
-    /// Model to ask (`name` or `name@version`); default: the service's default.
-    pub model: Option<String>,
-    /// The Ames CSV.
-    pub data: PathBuf,
-    /// Seed and fraction of the holdout split (the training defaults reproduce the models' holdout).
-    pub seed: u64,
-    /// Holdout fraction.
-    pub holdout_fraction: f64,
-    /// Changes applied to every house.
-    pub shifts: Vec<Shift>,
-    /// API key with the `outcomes` scope; without it, outcomes are not recorded.
-    pub api_key: Option<String>,
-    /// Houses per `predictPrices` call.
-    pub batch: usize,
-    /// Replay only the first N holdout houses.
-    pub limit: Option<usize>,
-}
-
 /// One replayed house.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Replayed {
@@ -156,7 +133,7 @@ pub fn house_input(house: &HouseFeatures) -> Value {
 
 async fn post(
     client: &reqwest::Client,
-    options: &ReplayOptions,
+    options: &ReplayConfig,
     query: &str,
     variables: Value,
 ) -> anyhow::Result<Value> {
@@ -178,7 +155,7 @@ async fn post(
 }
 
 /// Replays the holdout houses, then records their sale prices (with an API key).
-pub async fn run(options: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
+pub async fn run(options: &ReplayConfig) -> anyhow::Result<ReplaySummary> {
     let data = read_dataset(&options.data)?;
     let (_, holdout) = holdout_split(data.houses.len(), options.holdout_fraction, options.seed);
     let take = options.limit.unwrap_or(holdout.len()).min(holdout.len());

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::auth::ApiKeys;
 use crate::config::AppConfig;
 use crate::error::{AppError, codes};
-use crate::log::{LogRecord, LogWriter, PredictionStatus, without_nul};
+use crate::log::{LogRecord, LogWriter, PredictionStatus, without_nul, without_nul_str};
 use crate::model::{Feature, HouseFeatures, LoadedModel, ModelRegistry, ModelSet, ScoreError};
 
 /// Everything a request handler needs; cloned into every request.
@@ -393,6 +393,6 @@ fn record_error(record: &mut LogRecord, err: &AppError) {
     record.warnings = serde_json::json!([]);
     record.imputed_features.clear();
     record.error_code = Some(err.code().to_owned());
-    record.error_field = err.field().map(|f| f.replace('\0', "\u{FFFD}"));
-    record.error_message = Some(err.to_string().replace('\0', "\u{FFFD}"));
+    record.error_field = err.field().map(|f| without_nul_str(f.to_owned()));
+    record.error_message = Some(without_nul_str(err.to_string()));
 }

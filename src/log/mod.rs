@@ -5,6 +5,6 @@ pub mod shadow;
 pub mod store;
 pub mod writer;
 
-pub use record::{LogRecord, PredictionStatus, without_nul};
+pub use record::{LogRecord, PredictionStatus, without_nul, without_nul_str};
 pub use store::{Cursor, HistoryFilter};
 pub use writer::{LogError, LogWriter};

@@ -97,17 +97,23 @@ pub struct LogRecord {
     pub house: Option<crate::model::HouseFeatures>,
     /// (feature, reference bin) pairs for the drift counters; not a column.
     #[sqlx(skip)]
-    pub drift_bins: Vec<(String, i32)>,
+    pub drift_bins: Vec<(&'static str, i32)>,
 }
 
-/// Replaces U+0000 (which PostgreSQL text and jsonb reject) in every string and key of `value`.
+/// Replaces U+0000, which PostgreSQL text and jsonb reject, with U+FFFD.
+pub fn without_nul_str(s: String) -> String {
+    if s.contains('\0') { s.replace('\0', "\u{FFFD}") } else { s }
+}
+
+/// [`without_nul_str`] on every string and key of `value`.
 pub fn without_nul(value: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
-    let clean = |s: String| if s.contains('\0') { s.replace('\0', "\u{FFFD}") } else { s };
     match value {
-        Value::String(s) => Value::String(clean(s)),
+        Value::String(s) => Value::String(without_nul_str(s)),
         Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (clean(k), without_nul(v))).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (without_nul_str(k), without_nul(v))).collect())
+        }
         other => other,
     }
 }

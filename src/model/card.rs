@@ -233,33 +233,12 @@ impl ModelCard {
     }
 }
 
-/// The README's model table, from every card under `root` (one row per version, ordered by name
-/// and version directory).
-pub fn markdown_table(root: &std::path::Path) -> anyhow::Result<String> {
-    use anyhow::Context;
-    let mut cards = Vec::new();
-    let mut names: Vec<_> = std::fs::read_dir(root)
-        .with_context(|| format!("cannot read {}", root.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    names.sort();
-    for name in names.iter().filter(|p| p.is_dir()) {
-        let mut versions: Vec<_> = std::fs::read_dir(name)?.filter_map(Result::ok).map(|e| e.path()).collect();
-        versions.sort();
-        for dir in versions {
-            let path = dir.join(CARD_FILE);
-            if path.is_file() {
-                let card: ModelCard = serde_json::from_slice(&std::fs::read(&path)?)
-                    .with_context(|| format!("invalid card {}", path.display()))?;
-                cards.push(card);
-            }
-        }
-    }
+/// The README's model table: one row per card (see [`crate::model::registry::read_cards`]).
+pub fn markdown_table(cards: &[ModelCard]) -> String {
     let mut out = String::from(
         "| model | version | algorithm | features | MAE (USD) | RMSE (USD) | RMSLE | R² | R² with only the 3 required inputs |\n|---|---|---|---|---|---|---|---|---|\n",
     );
-    for c in &cards {
+    for c in cards {
         let m = &c.metrics;
         let features = if c.features.len() <= 3 {
             c.features.iter().map(|f| format!("`{}`", f.name)).collect::<Vec<_>>().join(", ")
@@ -271,5 +250,5 @@ pub fn markdown_table(root: &std::path::Path) -> anyhow::Result<String> {
             c.name, c.version, c.algorithm, features, m.mae, m.rmse, m.rmsle, m.r2, c.required_inputs_metrics.r2
         ));
     }
-    Ok(out)
+    out
 }

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 
 use serde::{Deserialize, Serialize};
 
-use super::artifact::{ArtifactError, Encoded, Pipeline};
+use super::artifact::{ArtifactError, Column, Encoded, Pipeline};
 use super::card::{CARD_FILE, ModelCard, PRICE_FEATURE};
 use super::features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
 
@@ -122,7 +122,7 @@ pub struct Scored {
     pub warnings: Vec<Warning>,
     /// (feature, reference bin) of every client-sent value and of the price, for the drift
     /// counters; bin -1 marks a feature's warning.
-    pub drift_bins: Vec<(String, i32)>,
+    pub drift_bins: Vec<(&'static str, i32)>,
 }
 
 /// Why one house could not be priced.
@@ -148,9 +148,7 @@ impl LoadedModel {
     /// Loads `dir/card.json` and the artifact it names, verifying the artifact's sha256 first.
     pub fn load(dir: &Path) -> Result<Self, ModelLoadError> {
         let card_path = dir.join(CARD_FILE);
-        let card_bytes = read(&card_path)?;
-        let card: ModelCard = serde_json::from_slice(&card_bytes)
-            .map_err(|source| ModelLoadError::Card { path: card_path.clone(), source })?;
+        let card = read_card(dir)?;
         let artifact_path = dir.join(&card.artifact.file);
         let bytes = read(&artifact_path)?;
         let pipeline = Pipeline::from_verified_bytes(&bytes, &card.artifact.sha256)
@@ -176,8 +174,10 @@ impl LoadedModel {
     /// Prices each house; each succeeds or fails on its own. Inputs must already be validated for
     /// plausibility ([`HouseFeatures::validate`]).
     pub fn score(&self, houses: &[&HouseFeatures]) -> Vec<Result<Scored, ScoreError>> {
-        let encoded: Vec<_> = houses.iter().map(|h| self.pipeline.encode(h)).collect();
-        let rows: Vec<Vec<f64>> = encoded.iter().filter_map(|e| e.as_ref().ok().map(|e| e.row.clone())).collect();
+        let mut encoded: Vec<_> = houses.iter().map(|h| self.pipeline.encode(h)).collect();
+        // The rows go to the estimator; the rest of each encoding stays for monitoring.
+        let rows: Vec<Vec<f64>> =
+            encoded.iter_mut().filter_map(|e| e.as_mut().ok().map(|e| std::mem::take(&mut e.row))).collect();
         let mut prices = match self.pipeline.predict(&rows) {
             Ok(prices) => prices.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(err) => {
@@ -200,12 +200,10 @@ impl LoadedModel {
             })
             .collect()
     }
-}
 
-impl LoadedModel {
     /// Compares one encoded request with the card: warnings for values outside the training range
     /// and unseen labels, and the reference bin of each client-sent value and of the price.
-    fn monitor(&self, encoded: &Encoded, price: f64) -> (Vec<Warning>, Vec<(String, i32)>) {
+    fn monitor(&self, encoded: &Encoded, price: f64) -> (Vec<Warning>, Vec<(&'static str, i32)>) {
         let mut warnings = Vec::new();
         let mut bins = Vec::new();
         for (feature, label) in &encoded.unseen {
@@ -214,10 +212,10 @@ impl LoadedModel {
                 kind: WarningKind::UnseenCategory,
                 message: format!("{feature}: {label:?} was not seen in training; the imputation value was used"),
             });
-            bins.push((feature.name().to_owned(), -1));
+            bins.push((feature.name(), -1));
         }
-        for spec in &self.card.features {
-            let Some(feature) = Feature::from_name(&spec.name) else { continue };
+        // The card lists the artifact's features in the same order (checked at load).
+        for (feature, spec) in self.pipeline.encoder.columns.iter().map(Column::feature).zip(&self.card.features) {
             if encoded.imputed.contains(&feature) {
                 continue;
             }
@@ -231,7 +229,7 @@ impl LoadedModel {
                             kind: WarningKind::OutOfRange,
                             message: format!("{}: {x} is outside the training range {min} to {max}", spec.name),
                         });
-                        bins.push((spec.name.clone(), -1));
+                        bins.push((feature.name(), -1));
                     }
                     spec.reference.bin_of_number(*x)
                 }
@@ -239,14 +237,34 @@ impl LoadedModel {
                 None => None,
             };
             if let Some(bin) = bin {
-                bins.push((spec.name.clone(), bin as i32));
+                bins.push((feature.name(), bin as i32));
             }
         }
         if let Some(bin) = self.card.prediction_reference.bin_of_number(price) {
-            bins.push((PRICE_FEATURE.to_owned(), bin as i32));
+            bins.push((PRICE_FEATURE, bin as i32));
         }
         (warnings, bins)
     }
+}
+
+/// Reads and parses `dir/card.json` (the artifact is not touched).
+pub fn read_card(dir: &Path) -> Result<ModelCard, ModelLoadError> {
+    let path = dir.join(CARD_FILE);
+    serde_json::from_slice(&read(&path)?).map_err(|source| ModelLoadError::Card { path, source })
+}
+
+/// Every `<root>/<name>/<version>/` holding a card, ordered by name then version directory.
+pub fn version_dirs(root: &Path) -> Result<Vec<PathBuf>, ModelLoadError> {
+    let mut dirs = Vec::new();
+    for name_dir in sorted_subdirs(root)? {
+        dirs.extend(sorted_subdirs(&name_dir)?.into_iter().filter(|dir| dir.join(CARD_FILE).is_file()));
+    }
+    Ok(dirs)
+}
+
+/// The card of every version under `root` (what `model-table` prints), in [`version_dirs`] order.
+pub fn read_cards(root: &Path) -> Result<Vec<ModelCard>, ModelLoadError> {
+    version_dirs(root)?.iter().map(|dir| read_card(dir)).collect()
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ModelLoadError> {
@@ -266,17 +284,13 @@ impl ModelSet {
     /// serving a partial set would silently change which models exist.
     pub fn load(root: &Path, default_model: &str, shadow_model: Option<&str>) -> Result<Self, ModelLoadError> {
         let mut models = Vec::new();
-        for name_dir in sorted_subdirs(root)? {
-            for version_dir in sorted_subdirs(&name_dir)? {
-                if version_dir.join(CARD_FILE).is_file() {
-                    let model = LoadedModel::load(&version_dir)?;
-                    let expected = root.join(&model.card.name).join(&model.card.version);
-                    if version_dir != expected {
-                        return Err(ModelLoadError::Misplaced { path: version_dir, card_id: model.id() });
-                    }
-                    models.push(Arc::new(model));
-                }
+        for version_dir in version_dirs(root)? {
+            let model = LoadedModel::load(&version_dir)?;
+            let expected = root.join(&model.card.name).join(&model.card.version);
+            if version_dir != expected {
+                return Err(ModelLoadError::Misplaced { path: version_dir, card_id: model.id() });
             }
+            models.push(Arc::new(model));
         }
         if models.is_empty() {
             return Err(ModelLoadError::Empty(root.to_owned()));

@@ -5,11 +5,11 @@
 //! and seed give byte-identical artifacts.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -24,6 +24,7 @@ use super::artifact::{Column, Encoder, Estimator, Pipeline, sha256_hex};
 use super::card::{ArtifactInfo, CARD_FILE, Distribution, FeatureSpec, Metrics, ModelCard, TargetSpec, TrainingInfo};
 use super::features::{Feature, FeatureKind, FeatureValue, HouseFeatures};
 use super::registry::LoadedModel;
+use crate::config::TrainConfig;
 
 /// Houses above this living area are excluded, as De Cock (2011) recommends: three of the five are
 /// partial sales at prices unrelated to their size.
@@ -34,23 +35,6 @@ pub const ARTIFACT_FILE: &str = "model.postcard";
 pub const REFERENCE_BINS: usize = 10;
 /// The smartcore version this binary links (artifacts are tied to it).
 pub const SMARTCORE_VERSION: &str = env!("SMARTCORE_VERSION");
-
-/// What to train on and where to write.
-#[derive(Debug, Clone)]
-pub struct TrainOptions {
-    /// The Ames CSV.
-    pub data: PathBuf,
-    /// Root model directory; versions go to `<out>/<name>/<version>/`.
-    pub out_dir: PathBuf,
-    /// Seed of the holdout shuffle (estimators are seeded from it too).
-    pub seed: u64,
-    /// Fraction of rows held out for the metrics.
-    pub holdout_fraction: f64,
-    /// Timestamp written into the cards (defaults to now); pass it to reproduce cards byte for byte.
-    pub trained_at: Option<DateTime<Utc>>,
-    /// Train only these candidates (all when empty).
-    pub only: Vec<String>,
-}
 
 /// The columns of `ames_housing.csv` the models use; other columns are ignored.
 #[derive(Debug, Deserialize)]
@@ -197,7 +181,7 @@ struct Candidate {
 /// and RMSLE 0.122 with a 20 MB artifact, dominated by the boosted trees, so it is not shipped);
 /// change them together with the version.
 fn candidates() -> Vec<Candidate> {
-    const SEED: &[Feature] = &[Feature::SquareFeet, Feature::Bedrooms, Feature::Bathrooms];
+    const SEED: &[Feature] = &Feature::REQUIRED;
     const ALL: &[Feature] = &Feature::ALL;
     vec![
         Candidate {
@@ -412,7 +396,7 @@ fn feature_spec(column: &Column, train: &[&HouseFeatures]) -> FeatureSpec {
 
 /// Trains every candidate (or those in `options.only`) and writes
 /// `<out>/<name>/<version>/{model.postcard,card.json}`. Returns the cards written.
-pub fn train(options: &TrainOptions) -> anyhow::Result<Vec<ModelCard>> {
+pub fn train(options: &TrainConfig) -> anyhow::Result<Vec<ModelCard>> {
     if !(options.holdout_fraction > 0.0 && options.holdout_fraction < 1.0) {
         bail!("holdout fraction must be in (0, 1), got {}", options.holdout_fraction);
     }

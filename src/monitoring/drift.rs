@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use async_graphql::{Enum, SimpleObject};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -282,8 +282,6 @@ pub async fn report(
         thresholds: DriftThresholds::current(),
     })
 }
-
-use chrono::DurationRound;
 
 /// `[from, to)` widened to whole UTC hours, the counters' granularity.
 fn whole_hours(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {

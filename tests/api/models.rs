@@ -2,8 +2,9 @@ use std::path::{Path, PathBuf};
 
 use house_price_api::Application;
 use house_price_api::config::AppConfig;
+use house_price_api::config::TrainConfig;
 use house_price_api::model::ModelRegistry;
-use house_price_api::model::train::{TrainOptions, train};
+use house_price_api::model::train::train;
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -93,7 +94,7 @@ fn training_reproduces_every_committed_model_byte_for_byte() {
     let committed = model_dir().join("baseline-linear/1.0.0");
     let card: serde_json::Value = serde_json::from_slice(&std::fs::read(committed.join("card.json")).unwrap()).unwrap();
     let out = tempfile::tempdir().unwrap();
-    train(&TrainOptions {
+    train(&TrainConfig {
         data: "data/ames_housing.csv".into(),
         out_dir: out.path().to_owned(),
         seed: card["training"]["split_seed"].as_u64().unwrap(),
@@ -126,7 +127,8 @@ fn the_best_model_meets_the_accuracy_target() {
 
 #[test]
 fn the_readme_model_table_is_generated_from_the_cards() {
-    let table = house_price_api::model::card::markdown_table(&model_dir()).unwrap();
+    let cards = house_price_api::model::registry::read_cards(&model_dir()).unwrap();
+    let table = house_price_api::model::card::markdown_table(&cards);
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     assert!(
         readme.contains(&table),

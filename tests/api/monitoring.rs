@@ -3,7 +3,8 @@ use std::time::Duration;
 
 use chrono::{DurationRound, TimeDelta, Utc};
 use house_price_api::auth::hash_key;
-use house_price_api::replay::{self, ReplayOptions, ReplaySummary};
+use house_price_api::config::ReplayConfig;
+use house_price_api::replay::{self, ReplaySummary};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -18,7 +19,7 @@ fn monitored_config() -> house_price_api::config::AppConfig {
 }
 
 async fn run_replay(app: &TestApp, shifts: &[&str]) -> ReplaySummary {
-    replay::run(&ReplayOptions {
+    replay::run(&ReplayConfig {
         url: format!("http://{}", app.addr),
         model: Some("gradient-boosting".into()),
         data: "data/ames_housing.csv".into(),
