@@ -64,6 +64,13 @@ pub mod defaults {
     pub const MAX_QUERY_DEPTH: usize = 10;
     /// Largest accepted query complexity (one point per field).
     pub const MAX_QUERY_COMPLEXITY: usize = 1_000;
+    /// Deepest accepted `__schema`/`__type` selection. The standard introspection query
+    /// (graphql-js `getIntrospectionQuery()`, as GraphiQL, codegen and `gql` send it) is 15 deep
+    /// (its `TypeRef` fragment nests `ofType` nine times to unwrap types like `[[T!]!]!`); this
+    /// leaves room for tools that ask a few levels more and still refuses self-nested abuse.
+    pub const MAX_INTROSPECTION_DEPTH: usize = 20;
+    /// Introspection is on: GraphiQL, codegen and client libraries need it.
+    pub const INTROSPECTION: bool = true;
 }
 
 /// `house-price-api`: serve house-price predictions over GraphQL, train the model, migrate the log.
@@ -288,6 +295,15 @@ pub struct LimitsConfig {
     /// Largest accepted GraphQL query complexity.
     #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = defaults::MAX_QUERY_COMPLEXITY)]
     pub max_query_complexity: usize,
+    /// Deepest accepted introspection (`__schema`, `__type`) selection; the standard
+    /// introspection query needs 15.
+    #[arg(long, env = "MAX_INTROSPECTION_DEPTH", default_value_t = defaults::MAX_INTROSPECTION_DEPTH)]
+    pub max_introspection_depth: usize,
+    /// Whether clients may introspect the schema (`__schema`, `__type`). GraphiQL's docs and
+    /// autocompletion, graphql-codegen and `gql` need it; an operator may turn it off in
+    /// production (clients then use the published `schema.graphql`).
+    #[arg(long, env = "INTROSPECTION", default_value_t = defaults::INTROSPECTION, action = clap::ArgAction::Set)]
+    pub introspection: bool,
 }
 
 impl Default for LimitsConfig {
@@ -299,6 +315,8 @@ impl Default for LimitsConfig {
             request_timeout_ms: defaults::REQUEST_TIMEOUT_MS,
             max_query_depth: defaults::MAX_QUERY_DEPTH,
             max_query_complexity: defaults::MAX_QUERY_COMPLEXITY,
+            max_introspection_depth: defaults::MAX_INTROSPECTION_DEPTH,
+            introspection: defaults::INTROSPECTION,
         }
     }
 }

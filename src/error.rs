@@ -12,7 +12,10 @@ pub mod codes {
     pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
     /// The requested object does not exist.
     pub const NOT_FOUND: &str = "NOT_FOUND";
-    /// Query rejected before execution (syntax, unknown field, depth or complexity limit).
+    /// The document is not valid GraphQL syntax.
+    pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+    /// Query rejected before execution (unknown field, wrong argument type, depth or complexity
+    /// limit, operations per request).
     pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
     /// The request exceeded `REQUEST_TIMEOUT_MS`.
     pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
@@ -28,7 +31,8 @@ pub mod codes {
     pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
     /// The HTTP body is larger than `MAX_BODY_BYTES` (status 413).
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
-    /// The HTTP body is not a GraphQL request (not JSON, or not its shape; status 400).
+    /// The HTTP request is not a GraphQL request: a body that is not JSON or lacks a string
+    /// `query`, a parameter of the wrong type, a mutation over GET (status 400, or 405 for GET).
     pub const BAD_REQUEST: &str = "BAD_REQUEST";
 }
 

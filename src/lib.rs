@@ -80,7 +80,7 @@ impl Application {
         let models = Arc::new(models);
         let shadow = config.shadow_model.is_some().then(|| ShadowScorer::spawn(pool.clone(), models.clone()));
         let log = LogWriter::spawn(pool.clone(), &config.log, shadow);
-        service::record_model_event(&pool, "loaded", "startup", None, &set, &set.ids(), &[], None).await;
+        model::events::record(&pool, "loaded", "startup", None, &set, &set.ids(), &[], None).await;
         // Not fatal: without it only the SQL drift view lacks this version (readiness reports an
         // unmigrated database).
         if let Err(err) = monitoring::references::sync(&pool, &set).await {

@@ -13,7 +13,7 @@ use crate::auth::ApiKeys;
 use crate::config::AppConfig;
 use crate::error::{AppError, codes};
 use crate::log::{LogRecord, LogWriter, PredictionStatus, without_nul, without_nul_str};
-use crate::model::{Feature, HouseFeatures, LoadedModel, ModelRegistry, ModelSet, ScoreError};
+use crate::model::{Feature, HouseFeatures, LoadedModel, ModelRegistry, ModelSet, ScoreError, events};
 
 /// Everything a request handler needs; cloned into every request.
 #[derive(Clone)]
@@ -290,51 +290,17 @@ impl AppState {
                 let added: Vec<String> = after.iter().filter(|id| !before.contains(id)).cloned().collect();
                 let removed: Vec<String> = before.iter().filter(|id| !after.contains(id)).cloned().collect();
                 tracing::info!(trigger, ?added, ?removed, default = %set.default_model().id(), "models reloaded");
-                record_model_event(&self.pool, "reloaded", trigger, actor, &set, &added, &removed, None).await;
+                events::record(&self.pool, "reloaded", trigger, actor, &set, &added, &removed, None).await;
                 Ok(ReloadOutcome { set, added, removed })
             }
             Err(err) => {
                 let message = format!("{:#}", anyhow::Error::new(err));
                 tracing::error!(trigger, error = %message, "model reload failed; previous models keep serving");
                 let current = self.models.snapshot();
-                record_model_event(&self.pool, "reload_failed", trigger, actor, &current, &[], &[], Some(&message))
-                    .await;
+                events::record(&self.pool, "reload_failed", trigger, actor, &current, &[], &[], Some(&message)).await;
                 Err(AppError::ModelLoad(message))
             }
         }
-    }
-}
-
-/// Appends to `model_events`. Failures are logged, not raised: the event log must not block or
-/// undo a reload that already happened.
-#[allow(clippy::too_many_arguments)]
-pub async fn record_model_event(
-    pool: &PgPool,
-    event: &str,
-    trigger: &str,
-    actor: Option<&str>,
-    set: &ModelSet,
-    added: &[String],
-    removed: &[String],
-    error: Option<&str>,
-) {
-    let result = sqlx::query(
-        "insert into model_events (event, trigger, actor, models, added, removed, default_model, shadow_model, error)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(event)
-    .bind(trigger)
-    .bind(actor)
-    .bind(set.ids())
-    .bind(added)
-    .bind(removed)
-    .bind(set.default_model().id())
-    .bind(set.shadow_model().map(|m| m.id()))
-    .bind(error)
-    .execute(pool)
-    .await;
-    if let Err(err) = result {
-        tracing::error!(error = %err, event, "cannot record model event");
     }
 }
 

@@ -24,9 +24,6 @@ use tracing::Instrument;
 use crate::error::{AppError, codes};
 use crate::service::{AppState, RequestMeta, Route};
 
-/// Code for documents that do not parse.
-pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
-
 /// Factory for [`ErrorCodes`].
 pub struct ErrorCodes;
 
@@ -78,7 +75,7 @@ impl Extension for ErrorCodesExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        next.run(ctx, query, variables).await.map_err(|err| with_default_code(err, GRAPHQL_PARSE_FAILED))
+        next.run(ctx, query, variables).await.map_err(|err| with_default_code(err, codes::GRAPHQL_PARSE_FAILED))
     }
 
     async fn validation(

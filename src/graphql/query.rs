@@ -11,9 +11,12 @@ use super::types::{
 };
 use crate::error::AppError;
 use crate::log::{Cursor, store};
+use crate::model::events::{self, ModelEvent};
 use crate::model::registry;
-use crate::monitoring::drift::{self, DriftReport};
+use crate::monitoring::drift::{self, DriftPoint, DriftReport};
 use crate::monitoring::performance::{self, Bucket, PerformanceBucket};
+use crate::monitoring::reports::{self, MonitoringReport};
+use crate::monitoring::traffic::{self, TrafficBucket};
 use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta};
 
 /// The query root (`Query` in the schema).
@@ -211,6 +214,86 @@ impl QueryRoot {
             let set = state.models.snapshot();
             let model = AppState::choose_model(&set, Some(&model), "model")?;
             Ok(drift::report(&state.pool, &model, from, to).await?)
+        })
+        .await
+    }
+
+    /// Traffic per time bucket over `[from, to)` (default: the last 24 hours): requests by
+    /// outcome and error code, and latency percentiles — the numbers of `v_predictions_hourly`.
+    /// `model` is `name` or `name@version`; without it, every model.
+    async fn traffic(
+        &self,
+        ctx: &Context<'_>,
+        model: Option<String>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        #[graphql(default_with = "Bucket::Hour")] bucket: Bucket,
+    ) -> async_graphql::Result<Vec<TrafficBucket>> {
+        resolve(async {
+            let state = data::<AppState>(ctx)?;
+            let (from, to) = window(from, to, TimeDelta::hours(24))?;
+            check_text("model", model.as_ref())?;
+            let (name, version) = match model.as_deref() {
+                Some(spec) => {
+                    let (name, version) = registry::parse_spec(spec);
+                    (Some(name), version)
+                }
+                None => (None, None),
+            };
+            Ok(traffic::buckets(&state.pool, name, version, from, to, bucket).await?)
+        })
+        .await
+    }
+
+    /// PSI of every feature (and `_price`) of a loaded model version per UTC day over the days
+    /// `[from, to)` touches (default: the last 30 days), as in `v_drift_psi_daily`, with a status
+    /// from the PSI thresholds of `drift`.
+    async fn drift_history(
+        &self,
+        ctx: &Context<'_>,
+        model: String,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<Vec<DriftPoint>> {
+        resolve(async {
+            let state = data::<AppState>(ctx)?;
+            let (from, to) = window(from, to, TimeDelta::days(30))?;
+            let set = state.models.snapshot();
+            let model = AppState::choose_model(&set, Some(&model), "model")?;
+            Ok(drift::history(&state.pool, &model, from, to).await?)
+        })
+        .await
+    }
+
+    /// Drift alerts: the evaluator's reports at WARN or DRIFT for `model` (`name` for every
+    /// version, or `name@version`) over `[from, to)` (default: the last 7 days), newest first.
+    async fn drift_reports(
+        &self,
+        ctx: &Context<'_>,
+        model: String,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 1000))] first: i32,
+    ) -> async_graphql::Result<Vec<MonitoringReport>> {
+        resolve(async {
+            let state = data::<AppState>(ctx)?;
+            let (from, to) = window(from, to, TimeDelta::days(7))?;
+            check_text("model", Some(&model))?;
+            let (name, version) = registry::parse_spec(&model);
+            Ok(reports::alerts(&state.pool, name, version, from, to, i64::from(first)).await?)
+        })
+        .await
+    }
+
+    /// The newest model-set loads and reloads (`model_events`), newest first.
+    async fn model_events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 1000))] first: i32,
+    ) -> async_graphql::Result<Vec<ModelEvent>> {
+        resolve(async {
+            let state = data::<AppState>(ctx)?;
+            Ok(events::recent(&state.pool, i64::from(first)).await?)
         })
         .await
     }

@@ -283,6 +283,54 @@ pub async fn report(
     })
 }
 
+/// PSI of one feature (or `_price`) of a model version on one UTC day.
+#[derive(Debug, Clone, Serialize, SimpleObject)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftPoint {
+    /// The day (UTC midnight).
+    pub day: DateTime<Utc>,
+    /// Feature name (`_price` for the prediction).
+    pub feature: String,
+    /// Live values that day.
+    pub sample_size: i64,
+    /// PSI against the training reference (as in `v_drift_psi_daily`).
+    pub psi: Option<f64>,
+    /// Verdict from the PSI thresholds (OK below `minSample` values).
+    pub status: DriftStatus,
+}
+
+/// Daily PSI of every feature of `model` over the days `[from, to)` touches, oldest first: the
+/// `v_drift_psi_daily` view, so the API, the dashboard and SQL agree.
+pub async fn history(
+    pool: &PgPool,
+    model: &LoadedModel,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<DriftPoint>> {
+    let rows: Vec<(DateTime<Utc>, String, i64, Option<f64>)> = sqlx::query_as(
+        "select day, feature, n::bigint, psi from v_drift_psi_daily
+          where model_name = $1 and model_version = $2
+            and day >= date_trunc('day', $3::timestamptz, 'UTC') and day < $4
+          order by day, feature",
+    )
+    .bind(&model.card.name)
+    .bind(&model.card.version)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(day, feature, sample_size, psi)| {
+            let status = match psi {
+                Some(psi) if sample_size >= MIN_SAMPLE => DriftStatus::from_thresholds(psi, PSI_WARN, PSI_DRIFT),
+                _ => DriftStatus::Ok,
+            };
+            DriftPoint { day, feature, sample_size, psi, status }
+        })
+        .collect())
+}
+
 /// `[from, to)` widened to whole UTC hours, the counters' granularity.
 fn whole_hours(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     let hour = chrono::TimeDelta::hours(1);

@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 
 use super::drift::{self, DriftStatus};
 use super::performance::{self, Bucket};
+use super::reports;
 use crate::model::LoadedModel;
 use crate::service::AppState;
 
@@ -99,18 +100,7 @@ async fn evaluate_model(
     let accuracy =
         performance::buckets(&state.pool, &model.card.name, Some(&model.card.version), from, to, Bucket::Day).await?;
     let worst = report.status.max(report.prediction.status);
-    sqlx::query(
-        "insert into monitoring_reports (model_name, model_version, window_from, window_to, status, report)
-         values ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&report.model_name)
-    .bind(&report.model_version)
-    .bind(report.from)
-    .bind(report.to)
-    .bind(worst.as_str())
-    .bind(serde_json::json!({ "drift": &report, "performance": accuracy }))
-    .execute(&state.pool)
-    .await?;
+    reports::insert(&state.pool, &report, worst, &accuracy).await?;
     for f in report.features.iter().chain(std::iter::once(&report.prediction)) {
         let labels = [
             ("model", report.model_name.clone()),

@@ -6,4 +6,6 @@ pub mod evaluator;
 pub mod outcomes;
 pub mod performance;
 pub mod references;
+pub mod reports;
 pub mod stats;
+pub mod traffic;

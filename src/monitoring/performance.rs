@@ -17,7 +17,7 @@ pub enum Bucket {
 }
 
 impl Bucket {
-    fn unit(self) -> &'static str {
+    pub(crate) fn unit(self) -> &'static str {
         match self {
             Bucket::Hour => "hour",
             Bucket::Day => "day",

@@ -1,16 +1,18 @@
-//! The HTTP surface: one router for GraphQL, GraphiQL, subscriptions, health, metrics and the
-//! seed-compatible REST route, with request ids, tracing and CORS.
+//! The HTTP surface: one router for GraphQL (over HTTP and WebSocket, [`graphql`]), the web
+//! pages ([`assets`]), health, metrics and the seed-compatible REST route, with request ids,
+//! tracing and CORS.
+
+pub mod assets;
+pub mod graphql;
 
 use std::time::Duration;
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql::{BatchRequest, BatchResponse, ErrorExtensions, Response as GqlResponse, ServerError};
-use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql::ErrorExtensions;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -19,10 +21,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::PresentedKey;
 use crate::error::{AppError, codes};
 use crate::graphql::AppSchema;
-use crate::graphql::extensions::{WsConnection, with_request_id};
 use crate::model::{Feature, HouseFeatures};
 use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta, Route};
 use crate::{db, telemetry};
@@ -40,8 +40,11 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let http_state = HttpState { schema, app: state };
     let router = Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
-        .route("/ws", get(graphql_ws))
+        .route("/graphql", get(graphql::get).post(graphql::post))
+        .route("/ws", get(graphql::websocket))
+        .route("/", get(assets::index))
+        .route("/dashboard", get(assets::dashboard))
+        .route("/assets/{file}", get(assets::asset))
         .route("/prever_precos/", post(prever_precos))
         .route("/prever_precos", post(prever_precos))
         .route("/health/live", get(live))
@@ -122,92 +125,16 @@ fn request_meta(headers: &HeaderMap, route: Route) -> RequestMeta {
     RequestMeta::new(request_id, route, client)
 }
 
-async fn graphiql() -> impl IntoResponse {
-    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/ws").title("house-price-api").finish())
-}
-
-/// Most operations in one batched (array) GraphQL request.
-pub const MAX_OPERATIONS_PER_REQUEST: usize = 16;
-
 /// Status, code and message for a body that could not be read: over `MAX_BODY_BYTES` (enforced by
 /// `DefaultBodyLimit` whether or not the client sent a Content-Length) or broken off. Such requests
 /// attempted no prediction and are not logged.
-fn body_refusal(rejection: &BytesRejection, limit: usize) -> Refusal {
+fn body_refusal(rejection: &BytesRejection, limit: usize) -> graphql::Refusal {
     match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => {
             (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE, format!("the body exceeds {limit} bytes"))
         }
         status => (status, codes::BAD_REQUEST, rejection.body_text()),
     }
-}
-
-/// A refused body: status, `extensions.code`, message.
-type Refusal = (StatusCode, &'static str, String);
-
-/// Reads the body of `POST /graphql`. Done here rather than by async-graphql-axum's extractor so
-/// that an unusable body gets a GraphQL-shaped error with a code (that extractor answers Rust
-/// debug text).
-fn parse_graphql_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<BatchRequest, Refusal> {
-    let body = body.map_err(|rejection| body_refusal(&rejection, limit))?;
-    serde_json::from_slice::<BatchRequest>(&body).map_err(|err| {
-        (StatusCode::BAD_REQUEST, codes::BAD_REQUEST, format!("the body is not a GraphQL request: {err}"))
-    })
-}
-
-async fn graphql(State(s): State<HttpState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let meta = request_meta(&headers, Route::Graphql);
-    let request = match parse_graphql_body(body, s.app.config.max_body_bytes) {
-        Ok(request) => request,
-        Err((status, code, message)) => {
-            let error = json!({ "message": message, "extensions": { "code": code, "requestId": meta.request_id } });
-            return (status, Json(json!({ "data": null, "errors": [error] }))).into_response();
-        }
-    };
-    let key = PresentedKey(header_str(&headers, "x-api-key").map(str::to_owned));
-    let timeout = s.app.config.limits.request_timeout();
-    let attach = |req: async_graphql::Request| {
-        let mut meta = meta.clone();
-        meta.operation = req.operation_name.clone();
-        req.data(s.app.clone()).data(meta).data(key.clone())
-    };
-    // Errors raised here, outside the schema, name the request id too (the schema's own errors
-    // get it from `RequestContext`), so a client can always quote it.
-    let handler_error = |err: ServerError| with_request_id(GqlResponse::from_errors(vec![err]), Some(&meta.request_id));
-    let (batch, is_array) = match request {
-        BatchRequest::Single(req) => (BatchRequest::Single(attach(req)), false),
-        BatchRequest::Batch(reqs) if reqs.len() > MAX_OPERATIONS_PER_REQUEST => {
-            // A limit on the request's shape, like depth and complexity.
-            let message = format!("at most {MAX_OPERATIONS_PER_REQUEST} operations per request, got {}", reqs.len());
-            let mut err = ServerError::new(message, None);
-            err.extensions.get_or_insert_with(Default::default).set("code", codes::GRAPHQL_VALIDATION_FAILED);
-            return GraphQLResponse::from(handler_error(err)).into_response();
-        }
-        BatchRequest::Batch(reqs) => (BatchRequest::Batch(reqs.into_iter().map(attach).collect()), true),
-    };
-    let response = match tokio::time::timeout(timeout, s.schema.execute_batch(batch)).await {
-        Ok(response) => response,
-        Err(_) => {
-            let timed_out = || handler_error(AppError::Timeout(timeout.as_millis() as u64).into_server_error());
-            // An array request gets an array back, even when it timed out as a whole.
-            if is_array { BatchResponse::Batch(vec![timed_out()]) } else { BatchResponse::Single(timed_out()) }
-        }
-    };
-    GraphQLResponse::from(response).into_response()
-}
-
-async fn graphql_ws(
-    State(s): State<HttpState>,
-    headers: HeaderMap,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let mut data = async_graphql::Data::default();
-    data.insert(s.app.clone());
-    data.insert(WsConnection { client: header_str(&headers, header::USER_AGENT.as_str()).map(str::to_owned) });
-    data.insert(PresentedKey(header_str(&headers, "x-api-key").map(str::to_owned)));
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| GraphQLWebSocket::new(stream, s.schema, protocol).with_data(data).serve())
 }
 
 /// `POST /prever_precos/`: the seed service's contract, `{"square_feet", "num_bedrooms",

@@ -1,0 +1,234 @@
+//! Query depth limits, with a budget of their own for introspection.
+//!
+//! async-graphql's `limit_depth` counts every field alike, so a limit that protects the resolvers
+//! (a real query needs 5 levels; 10 are allowed) refuses the standard introspection query, which
+//! nests `ofType` about eight levels inside `__schema { types { fields { type` — and with it
+//! GraphiQL's docs, graphql-codegen and every client that fetches the schema. Here the fields
+//! under `__schema`/`__type` are held to [`LimitsConfig::max_introspection_depth`] and everything
+//! else to [`LimitsConfig::max_query_depth`]. Both are checked right after parsing, before
+//! validation; the error is `GRAPHQL_VALIDATION_FAILED`, like every other limit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
+use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
+use async_graphql::{Name, ServerError, ServerResult, Variables};
+
+use crate::config::LimitsConfig;
+use crate::error::codes;
+
+/// The message of every depth refusal (the same words as async-graphql's own limit).
+pub const TOO_DEEP: &str = "Query is nested too deep.";
+
+/// The two depth budgets.
+#[derive(Debug, Clone, Copy)]
+pub struct DepthLimits {
+    /// Deepest selection outside introspection.
+    pub query: usize,
+    /// Deepest selection under `__schema` / `__type`.
+    pub introspection: usize,
+}
+
+impl From<&LimitsConfig> for DepthLimits {
+    fn from(limits: &LimitsConfig) -> Self {
+        Self { query: limits.max_query_depth, introspection: limits.max_introspection_depth }
+    }
+}
+
+/// The deepest regular and introspection selections of a document, over all its operations.
+/// Depth counts nested fields (a root field with only leaves is 2), fragments add none.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Depths {
+    /// Outside `__schema` / `__type`.
+    pub query: usize,
+    /// Under `__schema` / `__type` (counting the root field).
+    pub introspection: usize,
+}
+
+impl Depths {
+    /// Measures `doc`. Fragments are measured once each (a document of fragments spreading each
+    /// other twice per level costs linear time, not exponential); a fragment cycle, which
+    /// validation refuses later, counts as no depth here.
+    pub fn of(doc: &ExecutableDocument) -> Self {
+        let mut walker = Walker { doc, memo: HashMap::new() };
+        let mut depths = Self::default();
+        for (_, operation) in doc.operations.iter() {
+            let mut roots = Vec::new();
+            walker.root_fields(&operation.node.selection_set.node, &mut roots, 0);
+            for field in roots {
+                let depth = 1 + walker.depth(&field.selection_set.node);
+                if matches!(field.name.node.as_str(), "__schema" | "__type") {
+                    depths.introspection = depths.introspection.max(depth);
+                } else {
+                    depths.query = depths.query.max(depth);
+                }
+            }
+        }
+        depths
+    }
+
+    /// Whether both are within `limits`.
+    pub fn within(&self, limits: DepthLimits) -> bool {
+        self.query <= limits.query && self.introspection <= limits.introspection
+    }
+}
+
+struct Walker<'a> {
+    doc: &'a ExecutableDocument,
+    /// Depth of each fragment's selection set; `None` while it is being measured (a cycle).
+    memo: HashMap<&'a Name, Option<usize>>,
+}
+
+/// Fragments spread into fragments at the root: deeper than this is a cycle (validation refuses
+/// it), not a shape worth measuring.
+const MAX_ROOT_FRAGMENT_NESTING: usize = 64;
+
+impl<'a> Walker<'a> {
+    /// The operation's root fields, looking through fragments (`{ ...F } fragment F on Query {
+    /// __schema { … } }` is introspection too).
+    fn root_fields(&self, set: &'a SelectionSet, out: &mut Vec<&'a Field>, nesting: usize) {
+        if nesting > MAX_ROOT_FRAGMENT_NESTING {
+            return;
+        }
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(field) => out.push(&field.node),
+                Selection::InlineFragment(inline) => {
+                    self.root_fields(&inline.node.selection_set.node, out, nesting + 1);
+                }
+                Selection::FragmentSpread(spread) => {
+                    if let Some(fragment) = self.doc.fragments.get(&spread.node.fragment_name.node) {
+                        self.root_fields(&fragment.node.selection_set.node, out, nesting + 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Depth below a selection set: 0 for leaves, 1 + the deepest child field otherwise.
+    fn depth(&mut self, set: &'a SelectionSet) -> usize {
+        let mut deepest = 0;
+        for selection in &set.items {
+            let depth = match &selection.node {
+                Selection::Field(field) => 1 + self.depth(&field.node.selection_set.node),
+                Selection::InlineFragment(inline) => self.depth(&inline.node.selection_set.node),
+                Selection::FragmentSpread(spread) => self.fragment_depth(&spread.node.fragment_name.node),
+            };
+            deepest = deepest.max(depth);
+        }
+        deepest
+    }
+
+    fn fragment_depth(&mut self, name: &'a Name) -> usize {
+        match self.memo.get(name) {
+            Some(Some(depth)) => return *depth,
+            Some(None) => return 0,
+            None => {}
+        }
+        let Some(fragment) = self.doc.fragments.get(name) else { return 0 };
+        self.memo.insert(name, None);
+        let depth = self.depth(&fragment.node.selection_set.node);
+        self.memo.insert(name, Some(depth));
+        depth
+    }
+}
+
+/// The refusal, with its code.
+fn too_deep(pos: Option<async_graphql::Pos>) -> ServerError {
+    let mut err = ServerError::new(TOO_DEEP, pos);
+    err.extensions.get_or_insert_with(Default::default).set("code", codes::GRAPHQL_VALIDATION_FAILED);
+    err
+}
+
+/// Whether a parse error is the parser's or async-graphql's recursion guard: a depth limit
+/// reached while parsing, answered like the depth limit itself.
+fn is_recursion_limit(err: &ServerError) -> bool {
+    err.message.starts_with("The recursion depth of the query cannot be greater than")
+        || err.message.contains("recursion limit exceeded")
+}
+
+/// Extension factory enforcing [`DepthLimits`].
+pub struct QueryLimits(pub DepthLimits);
+
+impl ExtensionFactory for QueryLimits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(QueryLimitsExtension(self.0))
+    }
+}
+
+struct QueryLimitsExtension(DepthLimits);
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for QueryLimitsExtension {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let doc = next
+            .run(ctx, query, variables)
+            .await
+            .map_err(|err| if is_recursion_limit(&err) { too_deep(err.locations.first().copied()) } else { err })?;
+        if !Depths::of(&doc).within(self.0) {
+            let pos = doc.operations.iter().next().map(|(_, op)| op.pos);
+            return Err(too_deep(pos));
+        }
+        Ok(doc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::parser::parse_query;
+
+    use super::*;
+
+    fn depths(query: &str) -> Depths {
+        Depths::of(&parse_query(query).expect("parses"))
+    }
+
+    /// `field { field { … name … } }`: `levels` fields around a leaf.
+    fn nested(field: &str, levels: usize) -> String {
+        format!("{}name{}", format!("{field} {{ ").repeat(levels), " }".repeat(levels))
+    }
+
+    #[test]
+    fn depth_counts_nested_fields_not_fragments() {
+        assert_eq!(depths("{ a }"), Depths { query: 1, introspection: 0 });
+        assert_eq!(depths("{ a { b { c } } }").query, 3);
+        assert_eq!(depths("{ a { ...F } } fragment F on T { b { ... on T { c } } }").query, 3);
+    }
+
+    #[test]
+    fn introspection_is_measured_apart_from_the_query() {
+        let d = depths("{ model { name } __schema { types { fields { type { ofType { name } } } } } }");
+        assert_eq!(d, Depths { query: 2, introspection: 6 });
+        let through_fragment = depths("{ ...Root } fragment Root on Query { __type(name: \"X\") { ofType { name } } }");
+        assert_eq!(through_fragment, Depths { query: 0, introspection: 3 });
+    }
+
+    #[test]
+    fn the_limits_refuse_only_what_exceeds_them() {
+        let limits = DepthLimits { query: 3, introspection: 5 };
+        assert!(depths("{ a { b { c } } }").within(limits));
+        assert!(!depths("{ a { b { c { d } } } }").within(limits));
+        // __schema + 3 levels + the leaf = 5.
+        assert!(depths(&format!("{{ __schema {{ {} }} }}", nested("types", 3))).within(limits));
+        assert!(!depths(&format!("{{ __schema {{ {} }} }}", nested("types", 4))).within(limits));
+    }
+
+    #[test]
+    fn fragment_cycles_and_fragment_bombs_terminate() {
+        assert_eq!(depths("{ a { ...F } } fragment F on T { b { ...F } }").query, 3);
+        // Each level spreads the next twice: 2^40 paths, measured once per fragment.
+        let mut doc = String::from("{ a { ...F0 } }");
+        for i in 0..40 {
+            doc.push_str(&format!(" fragment F{i} on T {{ x: b {{ ...F{n} }} y: b {{ ...F{n} }} }}", n = i + 1));
+        }
+        doc.push_str(" fragment F40 on T { c }");
+        assert_eq!(depths(&doc).query, 42);
+    }
+}

@@ -1,0 +1,468 @@
+//! GraphQL over HTTP (the GraphQL-over-HTTP spec, audited by `graphql-http` in the tests):
+//!
+//! - `POST /graphql` with `content-type: application/json` (anything else: 415), a JSON object
+//!   `{query, operationName?, variables?, extensions?}` or an array of them (a batch);
+//! - `GET /graphql?query=…&variables=…` for queries; a mutation over GET is refused with 405,
+//!   because GET must be safe (caches, prefetching browsers). A GET without `query` from a browser
+//!   (Accept: text/html) is GraphiQL;
+//! - the answer's media type follows `Accept`: `application/graphql-response+json` when the
+//!   client prefers it, with status 400 and no `data` entry when the request could not be
+//!   executed (parse or validation failure); `application/json` (also for `*/*` or no Accept)
+//!   always with status 200, as legacy clients expect; 406 when neither is acceptable.
+//!
+//! Bodies the handler refuses before GraphQL sees them answer 400 `BAD_REQUEST` (413
+//! `PAYLOAD_TOO_LARGE` over `MAX_BODY_BYTES`), in the negotiated media type, with a request id.
+
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::parser::types::OperationType;
+use async_graphql::{BatchRequest, BatchResponse, Response as GqlResponse, ServerError, Variables};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::{HttpState, assets, body_refusal, header_str, request_meta};
+use crate::auth::PresentedKey;
+use crate::error::{AppError, codes};
+use crate::graphql::extensions::{WsConnection, with_request_id};
+use crate::service::{RequestMeta, Route};
+
+/// Most operations in one batched (array) GraphQL request.
+pub const MAX_OPERATIONS_PER_REQUEST: usize = 16;
+
+/// The spec's media type for GraphQL responses.
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+/// The media type of an answer, chosen from the request's `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaType {
+    /// `application/graphql-response+json`: HTTP status tells request errors apart.
+    GraphqlResponse,
+    /// `application/json`: always 200 (legacy clients read only the body).
+    Json,
+}
+
+impl MediaType {
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Self::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
+            Self::Json => "application/json; charset=utf-8",
+        })
+    }
+}
+
+/// Media ranges of an `Accept` header with their quality, in order (`None` without a header).
+fn accepted(headers: &HeaderMap) -> Option<Vec<(String, f32)>> {
+    let accept = headers.get(header::ACCEPT)?.to_str().ok()?;
+    let ranges = accept
+        .split(',')
+        .filter_map(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next()?.trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()))
+                .next()
+                .unwrap_or(1.0);
+            (!media.is_empty()).then_some((media, q))
+        })
+        .collect();
+    Some(ranges)
+}
+
+/// Chooses the answer's media type; `None` when the client accepts neither JSON type (406).
+/// Without an Accept header the spec says to assume `application/json`; among equally weighted
+/// ranges the first listed wins, and `*/*` means `application/json`.
+pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+    let Some(ranges) = accepted(headers) else { return Some(MediaType::Json) };
+    let mut best: Option<(MediaType, f32)> = None;
+    for (media, q) in ranges {
+        let candidate = match media.as_str() {
+            GRAPHQL_RESPONSE_JSON => MediaType::GraphqlResponse,
+            "application/json" | "application/*" | "*/*" => MediaType::Json,
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(_, best_q)| q > best_q) {
+            best = Some((candidate, q));
+        }
+    }
+    best.map(|(media, _)| media)
+}
+
+/// Whether a browser is asking for a page (GraphiQL) rather than for data.
+fn wants_html(headers: &HeaderMap) -> bool {
+    accepted(headers).is_none_or(|ranges| {
+        ranges.iter().any(|(media, q)| *q > 0.0 && matches!(media.as_str(), "text/html" | "text/*" | "*/*"))
+    })
+}
+
+/// A refusal before execution: status, `extensions.code`, message.
+pub(super) type Refusal = (StatusCode, &'static str, String);
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    (status, codes::BAD_REQUEST, message.into())
+}
+
+/// One GraphQL request from the body's JSON object (or GET's parameters), checking each
+/// parameter's type as the spec asks: `query` a string, `operationName` a string or null,
+/// `variables` and `extensions` objects or null.
+fn request_from_params(mut params: Map<String, Value>) -> Result<async_graphql::Request, Refusal> {
+    let query = match params.remove("query") {
+        Some(Value::String(query)) => query,
+        None | Some(Value::Null) => return Err(refuse(StatusCode::BAD_REQUEST, "the request has no `query`")),
+        Some(_) => return Err(refuse(StatusCode::BAD_REQUEST, "`query` must be a string")),
+    };
+    let mut request = async_graphql::Request::new(query);
+    match params.remove("operationName") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(name)) => request = request.operation_name(name),
+        Some(_) => return Err(refuse(StatusCode::BAD_REQUEST, "`operationName` must be a string or null")),
+    }
+    match params.remove("variables") {
+        None | Some(Value::Null) => {}
+        Some(variables @ Value::Object(_)) => request = request.variables(Variables::from_json(variables)),
+        Some(_) => return Err(refuse(StatusCode::BAD_REQUEST, "`variables` must be an object or null")),
+    }
+    match params.remove("extensions") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(extensions)) => {
+            for (name, value) in extensions {
+                let value = async_graphql::Value::from_json(value)
+                    .map_err(|err| refuse(StatusCode::BAD_REQUEST, format!("`extensions.{name}`: {err}")))?;
+                request.extensions.insert(name, value);
+            }
+        }
+        Some(_) => return Err(refuse(StatusCode::BAD_REQUEST, "`extensions` must be an object or null")),
+    }
+    Ok(request)
+}
+
+/// Whether a POST's Content-Type is JSON in UTF-8 (the only encoding JSON has).
+fn is_json_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
+    let Some(value) = header_str(headers, header::CONTENT_TYPE.as_str()) else {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            codes::BAD_REQUEST,
+            "send `content-type: application/json`".into(),
+        ));
+    };
+    let mut parts = value.split(';').map(str::trim);
+    let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+    let charset_ok = parts.all(|p| match p.split_once('=') {
+        Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+            value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        _ => true,
+    });
+    if media == "application/json" && charset_ok {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            codes::BAD_REQUEST,
+            format!("unsupported content-type `{value}`: send `application/json` (UTF-8)"),
+        ))
+    }
+}
+
+/// Reads the body of `POST /graphql`. Done here rather than by async-graphql-axum's extractor so
+/// that an unusable body gets a GraphQL-shaped error with a code (that extractor answers Rust
+/// debug text) and a parameter of the wrong type is refused instead of defaulted.
+fn parse_post(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limit: usize) -> Result<BatchRequest, Refusal> {
+    let body = body.map_err(|rejection| body_refusal(&rejection, limit))?;
+    is_json_content_type(headers)?;
+    if body.is_empty() {
+        return Err(refuse(StatusCode::BAD_REQUEST, "the body is empty: send a JSON GraphQL request"));
+    }
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|err| refuse(StatusCode::BAD_REQUEST, format!("the body is not JSON: {err}")))?;
+    match value {
+        Value::Object(params) => Ok(BatchRequest::Single(request_from_params(params)?)),
+        Value::Array(items) => {
+            if items.len() > MAX_OPERATIONS_PER_REQUEST {
+                // A limit on the request's shape, like depth and complexity.
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    codes::GRAPHQL_VALIDATION_FAILED,
+                    format!("at most {MAX_OPERATIONS_PER_REQUEST} operations per request, got {}", items.len()),
+                ));
+            }
+            let requests = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::Object(params) => request_from_params(params)
+                        .map_err(|(status, code, message)| (status, code, format!("operation {i}: {message}"))),
+                    _ => Err(refuse(StatusCode::BAD_REQUEST, format!("operation {i} is not a JSON object"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if requests.is_empty() {
+                return Err(refuse(StatusCode::BAD_REQUEST, "the batch holds no operation"));
+            }
+            Ok(BatchRequest::Batch(requests))
+        }
+        _ => Err(refuse(StatusCode::BAD_REQUEST, "the body must be a JSON object (or an array of them)")),
+    }
+}
+
+/// Reads `GET /graphql`'s URL parameters; `variables` and `extensions` are JSON in the URL.
+fn parse_get(raw_query: Option<&str>) -> Result<async_graphql::Request, Refusal> {
+    let mut params = Map::new();
+    for (name, value) in form_urlencoded_pairs(raw_query.unwrap_or_default()) {
+        let value = match name.as_str() {
+            "variables" | "extensions" => serde_json::from_str(&value)
+                .map_err(|err| refuse(StatusCode::BAD_REQUEST, format!("`{name}` is not JSON: {err}")))?,
+            _ => Value::String(value),
+        };
+        params.insert(name, value);
+    }
+    let mut request = request_from_params(params)?;
+    // GET must not change anything: only queries run (the document is parsed once, here).
+    let operation_name = request.operation_name.clone();
+    if let Ok(doc) = request.parsed_query() {
+        let selected = match &operation_name {
+            Some(name) => doc.operations.iter().find(|(n, _)| n.is_some_and(|n| n.as_str() == name)).map(|(_, op)| op),
+            None => doc.operations.iter().next().map(|(_, op)| op),
+        };
+        if selected.is_some_and(|op| op.node.ty != OperationType::Query) {
+            return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, "only queries may be sent with GET; use POST"));
+        }
+    }
+    Ok(request)
+}
+
+fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
+
+/// `GET /graphql`: GraphiQL for a browser, otherwise a query from the URL.
+pub(super) async fn get(State(s): State<HttpState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    let has_query = raw.as_deref().is_some_and(|q| form_urlencoded_pairs(q).iter().any(|(k, _)| k == "query"));
+    if !has_query && wants_html(&headers) {
+        return assets::page("graphiql.html");
+    }
+    let meta = request_meta(&headers, Route::Graphql);
+    let Some(media) = negotiate(&headers) else { return not_acceptable(&meta) };
+    match parse_get(raw.as_deref()) {
+        Ok(request) => execute(&s, &headers, meta, media, BatchRequest::Single(request)).await,
+        Err(refusal) => refused(refusal, &meta, media),
+    }
+}
+
+/// `POST /graphql`.
+pub(super) async fn post(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let meta = request_meta(&headers, Route::Graphql);
+    let Some(media) = negotiate(&headers) else { return not_acceptable(&meta) };
+    match parse_post(&headers, body, s.app.config.max_body_bytes) {
+        Ok(batch) => execute(&s, &headers, meta, media, batch).await,
+        Err(refusal) => refused(refusal, &meta, media),
+    }
+}
+
+async fn execute(
+    s: &HttpState,
+    headers: &HeaderMap,
+    meta: RequestMeta,
+    media: MediaType,
+    batch: BatchRequest,
+) -> Response {
+    let key = PresentedKey(header_str(headers, "x-api-key").map(str::to_owned));
+    let timeout = s.app.config.limits.request_timeout();
+    let attach = |req: async_graphql::Request| {
+        let mut meta = meta.clone();
+        meta.operation = req.operation_name.clone();
+        req.data(s.app.clone()).data(meta).data(key.clone())
+    };
+    let (batch, is_array) = match batch {
+        BatchRequest::Single(req) => (BatchRequest::Single(attach(req)), false),
+        BatchRequest::Batch(reqs) => (BatchRequest::Batch(reqs.into_iter().map(attach).collect()), true),
+    };
+    let response = match tokio::time::timeout(timeout, s.schema.execute_batch(batch)).await {
+        Ok(response) => response,
+        Err(_) => {
+            // Errors raised here, outside the schema, name the request id too (the schema's own
+            // errors get it from `RequestContext`), so a client can always quote it.
+            let timed_out = || {
+                let err = AppError::Timeout(timeout.as_millis() as u64).into_server_error();
+                with_request_id(GqlResponse::from_errors(vec![err]), Some(&meta.request_id))
+            };
+            // An array request gets an array back, even when it timed out as a whole.
+            if is_array { BatchResponse::Batch(vec![timed_out()]) } else { BatchResponse::Single(timed_out()) }
+        }
+    };
+    respond(response, media)
+}
+
+/// Whether a response is a request error: nothing was executed because the document did not
+/// parse or validate. (Errors raised while executing — bad input, timeouts — leave `data` set.)
+fn is_request_error(response: &GqlResponse) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|err| {
+            let code = err.extensions.as_ref().and_then(|ext| ext.get("code"));
+            matches!(code, Some(async_graphql::Value::String(code))
+                if code == codes::GRAPHQL_PARSE_FAILED || code == codes::GRAPHQL_VALIDATION_FAILED)
+        })
+}
+
+/// Serialises one response: with `application/graphql-response+json`, a request error has no
+/// `data` entry (the spec's way to say nothing ran).
+fn to_json(response: &GqlResponse, media: MediaType) -> Value {
+    let mut value = serde_json::to_value(response).unwrap_or_else(|_| json!({ "data": null }));
+    if media == MediaType::GraphqlResponse
+        && is_request_error(response)
+        && let Some(object) = value.as_object_mut()
+    {
+        object.remove("data");
+    }
+    value
+}
+
+fn respond(response: BatchResponse, media: MediaType) -> Response {
+    let (status, body) = match &response {
+        BatchResponse::Single(single) => {
+            let status = if media == MediaType::GraphqlResponse && is_request_error(single) {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            // The common case serialises straight to bytes, without a `Value` in between.
+            let body = if status == StatusCode::OK || media == MediaType::Json {
+                serde_json::to_vec(single)
+            } else {
+                serde_json::to_vec(&to_json(single, media))
+            };
+            (status, body)
+        }
+        // A batch mixes outcomes, so it is 200 and each item says what happened to it.
+        BatchResponse::Batch(items) => {
+            (StatusCode::OK, serde_json::to_vec(&items.iter().map(|r| to_json(r, media)).collect::<Vec<_>>()))
+        }
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot serialise a GraphQL response");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+        }
+    };
+    let mut http = Response::new(Body::from(body));
+    *http.status_mut() = status;
+    http.headers_mut().insert(header::CONTENT_TYPE, media.content_type());
+    if let BatchResponse::Single(single) = &response {
+        for (name, value) in single.http_headers.iter() {
+            http.headers_mut().append(name, value.clone());
+        }
+    }
+    http
+}
+
+/// A refusal as a GraphQL error body in the negotiated media type (no `data` entry with
+/// `application/graphql-response+json`: nothing ran).
+fn refused((status, code, message): Refusal, meta: &RequestMeta, media: MediaType) -> Response {
+    let mut err = ServerError::new(message, None);
+    err.extensions.get_or_insert_with(Default::default).set("code", code);
+    let response = with_request_id(GqlResponse::from_errors(vec![err]), Some(&meta.request_id));
+    let mut body = serde_json::to_value(&response).unwrap_or_default();
+    if media == MediaType::GraphqlResponse
+        && let Some(object) = body.as_object_mut()
+    {
+        object.remove("data");
+    }
+    let mut http = (status, axum::Json(body)).into_response();
+    http.headers_mut().insert(header::CONTENT_TYPE, media.content_type());
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        http.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    http
+}
+
+fn not_acceptable(meta: &RequestMeta) -> Response {
+    let refusal = (
+        StatusCode::NOT_ACCEPTABLE,
+        codes::BAD_REQUEST,
+        format!("this endpoint answers `{GRAPHQL_RESPONSE_JSON}` or `application/json`: accept one of them"),
+    );
+    refused(refusal, meta, MediaType::Json)
+}
+
+/// `GET /ws`: GraphQL over WebSocket (`graphql-transport-ws` and the legacy `graphql-ws`).
+pub(super) async fn websocket(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let mut data = async_graphql::Data::default();
+    data.insert(s.app.clone());
+    data.insert(WsConnection { client: header_str(&headers, header::USER_AGENT.as_str()).map(str::to_owned) });
+    data.insert(PresentedKey(header_str(&headers, "x-api-key").map(str::to_owned)));
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| GraphQLWebSocket::new(stream, s.schema, protocol).with_data(data).serve())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_accept(accept: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, accept.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn negotiation_follows_the_spec() {
+        assert_eq!(negotiate(&HeaderMap::new()), Some(MediaType::Json), "no Accept: application/json");
+        assert_eq!(negotiate(&with_accept("*/*")), Some(MediaType::Json));
+        assert_eq!(negotiate(&with_accept("application/json")), Some(MediaType::Json));
+        assert_eq!(negotiate(&with_accept(GRAPHQL_RESPONSE_JSON)), Some(MediaType::GraphqlResponse));
+        assert_eq!(
+            negotiate(&with_accept("application/graphql-response+json, application/json;q=0.9")),
+            Some(MediaType::GraphqlResponse)
+        );
+        assert_eq!(
+            negotiate(&with_accept("application/json, application/graphql-response+json")),
+            Some(MediaType::Json),
+            "equal weights: the first listed"
+        );
+        assert_eq!(
+            negotiate(&with_accept("application/json;q=0.5, application/graphql-response+json")),
+            Some(MediaType::GraphqlResponse)
+        );
+        assert_eq!(negotiate(&with_accept("text/plain")), None);
+        assert_eq!(negotiate(&with_accept("application/json;q=0")), None);
+    }
+
+    #[test]
+    fn parameters_of_the_wrong_type_are_refused_not_defaulted() {
+        let params = |v: Value| v.as_object().unwrap().clone();
+        assert!(request_from_params(params(json!({ "query": "{ a }", "variables": null }))).is_ok());
+        for bad in [
+            json!({ "foo": 1 }),
+            json!({ "query": 1 }),
+            json!({ "query": "{ a }", "operationName": 1 }),
+            json!({ "query": "{ a }", "variables": "x" }),
+            json!({ "query": "{ a }", "extensions": [1] }),
+        ] {
+            let (status, code, _) = request_from_params(params(bad.clone())).unwrap_err();
+            assert_eq!((status, code), (StatusCode::BAD_REQUEST, codes::BAD_REQUEST), "{bad}");
+        }
+    }
+
+    #[test]
+    fn get_refuses_mutations_with_405() {
+        let (status, ..) = parse_get(Some("query=mutation%20%7B%20__typename%20%7D")).unwrap_err();
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(parse_get(Some("query=%7B%20__typename%20%7D&variables=%7B%7D")).is_ok());
+        let (status, ..) = parse_get(Some("query=%7B%20a%20%7D&variables=nope")).unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+}

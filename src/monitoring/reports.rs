@@ -1,0 +1,98 @@
+//! The `monitoring_reports` table: one row per evaluator run and model version, with the full
+//! drift report and accuracy; the non-OK ones are the drift alert history.
+
+use async_graphql::{ID, SimpleObject};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::drift::{DriftReport, DriftStatus};
+use super::performance::PerformanceBucket;
+
+/// A stored evaluator report whose status was WARN or DRIFT.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct MonitoringReport {
+    /// Report id (`monitoring_reports.id`).
+    pub id: ID,
+    /// When the evaluator ran.
+    pub evaluated_at: DateTime<Utc>,
+    /// Model name.
+    pub model_name: String,
+    /// Model version.
+    pub model_version: String,
+    /// Worst status over the features and the prediction.
+    pub status: DriftStatus,
+    /// Start of the evaluated window.
+    pub window_from: DateTime<Utc>,
+    /// End of the evaluated window (exclusive).
+    pub window_to: DateTime<Utc>,
+    /// The features (and `_price`) at WARN or DRIFT.
+    pub drifting: Vec<String>,
+}
+
+/// Stores one evaluation; `status` is the worst over the features and the prediction.
+pub async fn insert(
+    pool: &PgPool,
+    report: &DriftReport,
+    status: DriftStatus,
+    accuracy: &[PerformanceBucket],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into monitoring_reports (model_name, model_version, window_from, window_to, status, report)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&report.model_name)
+    .bind(&report.model_version)
+    .bind(report.from)
+    .bind(report.to)
+    .bind(status.as_str())
+    .bind(serde_json::json!({ "drift": report, "performance": accuracy }))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` WARN/DRIFT reports of model `name` (one `version`, or all) evaluated in
+/// `[from, to)`, newest first.
+pub async fn alerts(
+    pool: &PgPool,
+    name: &str,
+    version: Option<&str>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<Vec<MonitoringReport>> {
+    let rows: Vec<(i64, DateTime<Utc>, String, String, String, DateTime<Utc>, DateTime<Utc>, Vec<String>)> =
+        sqlx::query_as(
+            "select id, evaluated_at, model_name, model_version, status, window_from, window_to,
+                    array(select f->>'feature'
+                            from jsonb_array_elements(report->'drift'->'features' || jsonb_build_array(report->'drift'->'prediction')) f
+                           where f->>'status' <> 'OK')
+               from monitoring_reports
+              where model_name = $1 and ($2::text is null or model_version = $2)
+                and evaluated_at >= $3 and evaluated_at < $4 and status <> 'OK'
+              order by evaluated_at desc, id desc
+              limit $5",
+        )
+        .bind(name)
+        .bind(version)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, evaluated_at, model_name, model_version, status, window_from, window_to, drifting)| {
+            MonitoringReport {
+                id: ID(id.to_string()),
+                evaluated_at,
+                model_name,
+                model_version,
+                status: if status == "DRIFT" { DriftStatus::Drift } else { DriftStatus::Warn },
+                window_from,
+                window_to,
+                drifting,
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,149 @@
+// GraphiQL for house-price-api: POST /graphql on this origin, subscriptions via graphql-ws at /ws.
+import React from 'react';
+import { createRoot } from 'react-dom/client';
+import { GraphiQL } from 'graphiql';
+import { createGraphiQLFetcher } from '@graphiql/toolkit';
+import { createClient } from 'graphql-ws';
+import 'graphiql/style.css';
+import './graphiql.css';
+
+const httpUrl = new URL('/graphql', window.location.href).toString();
+const wsUrl = `${window.location.protocol === 'https:' ? 'wss:' : 'ws:'}//${window.location.host}/ws`;
+
+const baseFetcher = createGraphiQLFetcher({
+  url: httpUrl,
+  wsClient: createClient({ url: wsUrl, lazy: true, retryAttempts: 3 }),
+});
+
+// GraphiQL sends no operationName until it has parsed the editor (e.g. right after a default tab
+// is opened), and the toolkit only routes a *named* subscription to the WebSocket. Name the
+// single operation of the document ourselves so `subscription Live {...}` always goes to /ws.
+function fetcher(params, opts) {
+  console.log("DBG", JSON.stringify({ op: params.operationName, hasDoc: !!(opts && opts.documentAST), keys: opts ? Object.keys(opts) : null }));
+  if (!params.operationName && opts && opts.documentAST) {
+    const ops = opts.documentAST.definitions.filter((d) => d.kind === 'OperationDefinition');
+    if (ops.length === 1 && ops[0].name) params = { ...params, operationName: ops[0].name.value };
+  }
+  return baseFetcher(params, opts);
+}
+
+const headers = '{\n  "x-api-key": ""\n}';
+
+const tabs = [
+  `query PricePrediction {
+  predictPrice(input: {squareFeet: 1500, bedrooms: 3, bathrooms: 2}) {
+    id
+    price
+    requestId
+    createdAt
+    latencyUs
+    model {
+      name
+      version
+    }
+  }
+}
+`,
+  `query Batch {
+  predictPrices(
+    inputs: [{squareFeet: 1200, bedrooms: 2, bathrooms: 1}, {squareFeet: 1500, bedrooms: 99, bathrooms: 2}]
+  ) {
+    index
+    prediction {
+      id
+      price
+    }
+    error {
+      code
+      field
+      message
+    }
+  }
+}
+`,
+  `query History {
+  predictions(first: 20) {
+    edges {
+      cursor
+      node {
+        id
+        createdAt
+        status
+        requestId
+        features {
+          squareFeet
+          bedrooms
+          bathrooms
+        }
+        price
+        model {
+          version
+        }
+        error {
+          code
+          field
+          message
+        }
+      }
+    }
+    pageInfo {
+      hasNextPage
+      endCursor
+    }
+  }
+}
+`,
+  `query Drift {
+  drift(model: "gradient-boosting") {
+    modelVersion
+    status
+    predictions
+    features {
+      feature
+      status
+      psi
+      wassersteinNormalized
+      sampleSize
+    }
+    thresholds {
+      psiWarn
+      psiDrift
+    }
+  }
+}
+`,
+  `subscription Live {
+  predictionLogged {
+    id
+    createdAt
+    status
+    price
+    model {
+      name
+      version
+    }
+  }
+}
+`,
+].map((query) => ({ query, headers }));
+
+function App() {
+  return (
+    <GraphiQL
+      fetcher={fetcher}
+      defaultTabs={tabs}
+      defaultHeaders={headers}
+      isHeadersEditorEnabled={true}
+      shouldPersistHeaders={false}
+      defaultEditorToolsVisibility="headers"
+    >
+      <GraphiQL.Logo>
+        <span className="hpa-logo">
+          house-price-api <a href="/dashboard">dashboard</a> <a href="/">home</a>
+        </span>
+      </GraphiQL.Logo>
+    </GraphiQL>
+  );
+}
+
+createRoot(document.getElementById('graphiql')).render(<App />);
