@@ -12,16 +12,16 @@ BIN := target/release/house-price-api
 WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$(scripts/db-setup.sh)}"; export DATABASE_URL; \
 	[[ "$$DATABASE_URL" =~ ^postgres(ql)?://[^[:space:]]+$$ ]] || { echo "DATABASE_URL is not one postgres:// URL" >&2; exit 1; };
 
-.PHONY: help run test db migrate build lint fmt train schema bench bench-drift
+.PHONY: help run test web test-tools db migrate build lint fmt train schema bench bench-drift
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-run: ## Set up PostgreSQL, migrate, serve on 127.0.0.1:8000 (GraphiQL at /graphql)
+run: web ## Set up PostgreSQL, build the web pages, migrate, serve on 127.0.0.1:8000
 	$(CARGO) build --release --locked
 	$(WITH_DB) $(BIN) migrate && exec $(BIN) serve
 
-test: ## Set up PostgreSQL, then fmt check, clippy -D warnings, all tests
+test: web test-tools ## Set up PostgreSQL, web pages, Chromium and client tools; fmt, clippy, all tests
 	$(WITH_DB) \
 	$(CARGO) fmt --all --check; \
 	$(CARGO) clippy --locked --all-targets -- -D warnings; \
@@ -31,10 +31,16 @@ test: ## Set up PostgreSQL, then fmt check, clippy -D warnings, all tests
 	  $(CARGO) test --locked --all-targets --no-fail-fast; \
 	fi
 
+web: ## Build the web pages (npm ci + esbuild into web/dist, embedded by the next cargo build)
+	scripts/web-build.sh
+
+test-tools: ## Install Chromium, the Python venv and the TypeScript example's packages for the tests
+	scripts/test-tools.sh
+
 db: ## Only set up PostgreSQL (prints the DATABASE_URL)
 	@scripts/db-setup.sh
 
-migrate: ## Apply migrations
+migrate: web ## Apply migrations
 	$(CARGO) build --release --locked
 	$(WITH_DB) $(BIN) migrate
 
@@ -44,10 +50,10 @@ train: ## Retrain the models into models/ (byte-identical artifacts for the same
 schema: ## Regenerate schema.graphql from build_schema
 	$(CARGO) run --release --locked -- schema > schema.graphql
 
-bench: ## Load benchmark against a release server (see bench/README.md)
+bench: web ## Load benchmark against a release server (see bench/README.md)
 	$(CARGO) build --release --locked
 	$(WITH_DB) bench/run.sh
 
-bench-drift: ## Drift report time over 1,000,000 logged rows (see bench/README.md)
+bench-drift: web ## Drift report time over 1,000,000 logged rows (see bench/README.md)
 	$(CARGO) build --release --locked
 	$(WITH_DB) bench/drift.sh

@@ -1,9 +1,12 @@
-//! Build script: rebuild when migrations change (`sqlx::migrate!` embeds them) and record the
+//! Build script: rebuild when migrations or the web build change (both are embedded) and record the
 //! smartcore version from Cargo.lock, which model cards carry because artifacts are tied to it.
 
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-changed=Cargo.lock");
+    // The web pages embedded by `http::assets` (built by `make web`); new hashed file names must
+    // re-embed, which a change inside the folder triggers.
+    println!("cargo:rerun-if-changed=web/dist");
     let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
     let version = lock
         .split("[[package]]")

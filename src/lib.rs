@@ -242,7 +242,7 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Schema => {
-            print!("{}", build_schema(&config::LimitsConfig::default()).sdl());
+            print!("{}", graphql::sdl(&build_schema(&config::LimitsConfig::default())).await);
             Ok(())
         }
     }

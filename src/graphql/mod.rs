@@ -27,3 +27,18 @@ pub fn build_schema(limits: &LimitsConfig) -> AppSchema {
         .extension(extensions::RequestContext);
     if limits.introspection { builder.finish() } else { builder.disable_introspection().finish() }
 }
+
+/// The schema in SDL, as clients see it by introspection: async-graphql's SDL with the
+/// `@specifiedBy` URLs and the schema description its `__schema { description }` reports (both
+/// of which `sdl()` leaves out), so that a client schema built from the standard introspection
+/// query equals `schema.graphql` (a test checks it with graphql-js).
+pub async fn sdl(schema: &AppSchema) -> String {
+    let sdl = schema.sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by());
+    let answer = schema.execute("{ __schema { description } }").await.data.into_json().unwrap_or_default();
+    match answer["__schema"]["description"].as_str() {
+        Some(description) if !description.is_empty() && !description.contains("\"\"\"") => {
+            sdl.replacen("\nschema {", &format!("\n\"\"\"\n{description}\n\"\"\"\nschema {{"), 1)
+        }
+        _ => sdl,
+    }
+}

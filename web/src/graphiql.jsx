@@ -4,6 +4,7 @@ import { createRoot } from 'react-dom/client';
 import { GraphiQL } from 'graphiql';
 import { createGraphiQLFetcher } from '@graphiql/toolkit';
 import { createClient } from 'graphql-ws';
+import { parse } from 'graphql';
 import 'graphiql/style.css';
 import './graphiql.css';
 
@@ -15,14 +16,24 @@ const baseFetcher = createGraphiQLFetcher({
   wsClient: createClient({ url: wsUrl, lazy: true, retryAttempts: 3 }),
 });
 
-// GraphiQL sends no operationName until it has parsed the editor (e.g. right after a default tab
-// is opened), and the toolkit only routes a *named* subscription to the WebSocket. Name the
-// single operation of the document ourselves so `subscription Live {...}` always goes to /ws.
+// GraphiQL may call the fetcher with the previous tab's documentAST / operationName (right after
+// a tab switch, before its debounced parse), and the toolkit routes an operation to the WebSocket
+// only when documentAST + operationName name a subscription. Parse the query we are actually
+// sending so `subscription Live {...}` always goes to /ws.
 function fetcher(params, opts) {
-  console.log("DBG", JSON.stringify({ op: params.operationName, hasDoc: !!(opts && opts.documentAST), keys: opts ? Object.keys(opts) : null }));
-  if (!params.operationName && opts && opts.documentAST) {
-    const ops = opts.documentAST.definitions.filter((d) => d.kind === 'OperationDefinition');
-    if (ops.length === 1 && ops[0].name) params = { ...params, operationName: ops[0].name.value };
+  if (params.operationName === 'IntrospectionQuery') return baseFetcher(params, opts);
+  let doc = null;
+  try {
+    doc = parse(params.query);
+  } catch {
+    doc = null; // let the server report the syntax error
+  }
+  if (doc) {
+    const names = doc.definitions.filter((d) => d.kind === 'OperationDefinition').map((d) => (d.name ? d.name.value : null));
+    let operationName = params.operationName;
+    if (!names.includes(operationName ?? null) && names.length === 1) operationName = names[0];
+    params = { ...params, operationName: operationName ?? undefined };
+    opts = { ...(opts || {}), documentAST: doc };
   }
   return baseFetcher(params, opts);
 }

@@ -84,6 +84,7 @@ await runBrowserTest('graphiql', async ({ page, base, out }) => {
     null,
     { timeout: 5000 },
   );
+  await page.waitForTimeout(300);
   await page.click('.graphiql-execute-button');
   // Wait until graphql-ws has sent `subscribe` on an acknowledged connection.
   const t0 = Date.now();

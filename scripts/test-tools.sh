@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the browser, audit and client-example tests need, beyond the web build:
+# - Debian's chromium (driven by playwright-core from web/package-lock.json; no browser download),
+# - a Python venv at target/py-venv with examples/python/requirements.txt (gql),
+# - the TypeScript example's npm packages (examples/typescript/package-lock.json).
+# Idempotent; `make test` runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "test-tools: $*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing Debian's chromium"
+  as_root apt-get update -qq >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+VENV=target/py-venv
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating the Python venv $VENV"
+  mkdir -p target
+  python3 -m venv "$VENV"
+fi
+if [ ! -f "$VENV/.installed" ] || [ examples/python/requirements.txt -nt "$VENV/.installed" ]; then
+  log "installing examples/python/requirements.txt"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r examples/python/requirements.txt >&2
+  touch "$VENV/.installed"
+fi
+
+TS=examples/typescript
+if [ ! -f "$TS/node_modules/.package-lock.json" ] || [ "$TS/package-lock.json" -nt "$TS/node_modules/.package-lock.json" ]; then
+  log "installing the TypeScript example's npm packages (npm ci)"
+  (cd "$TS" && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
