@@ -21,18 +21,25 @@ use crate::error::codes;
 /// The message of every depth refusal (the same words as async-graphql's own limit).
 pub const TOO_DEEP: &str = "Query is nested too deep.";
 
-/// The two depth budgets.
+/// The two depth budgets, and whether introspection is allowed at all.
 #[derive(Debug, Clone, Copy)]
 pub struct DepthLimits {
     /// Deepest selection outside introspection.
     pub query: usize,
     /// Deepest selection under `__schema` / `__type`.
     pub introspection: usize,
+    /// `INTROSPECTION`: when off, `__schema`/`__type` are refused with an error (async-graphql
+    /// alone would answer `null`, which a client cannot tell from an empty schema).
+    pub introspection_allowed: bool,
 }
 
 impl From<&LimitsConfig> for DepthLimits {
     fn from(limits: &LimitsConfig) -> Self {
-        Self { query: limits.max_query_depth, introspection: limits.max_introspection_depth }
+        Self {
+            query: limits.max_query_depth,
+            introspection: limits.max_introspection_depth,
+            introspection_allowed: limits.introspection,
+        }
     }
 }
 
@@ -134,9 +141,9 @@ impl<'a> Walker<'a> {
     }
 }
 
-/// The refusal, with its code.
-fn too_deep(pos: Option<async_graphql::Pos>) -> ServerError {
-    let mut err = ServerError::new(TOO_DEEP, pos);
+/// A refusal, with its code.
+fn refusal(message: &str, pos: Option<async_graphql::Pos>) -> ServerError {
+    let mut err = ServerError::new(message, pos);
     err.extensions.get_or_insert_with(Default::default).set("code", codes::GRAPHQL_VALIDATION_FAILED);
     err
 }
@@ -168,13 +175,16 @@ impl Extension for QueryLimitsExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let doc = next
-            .run(ctx, query, variables)
-            .await
-            .map_err(|err| if is_recursion_limit(&err) { too_deep(err.locations.first().copied()) } else { err })?;
-        if !Depths::of(&doc).within(self.0) {
-            let pos = doc.operations.iter().next().map(|(_, op)| op.pos);
-            return Err(too_deep(pos));
+        let doc = next.run(ctx, query, variables).await.map_err(|err| {
+            if is_recursion_limit(&err) { refusal(TOO_DEEP, err.locations.first().copied()) } else { err }
+        })?;
+        let depths = Depths::of(&doc);
+        let pos = doc.operations.iter().next().map(|(_, op)| op.pos);
+        if depths.introspection > 0 && !self.0.introspection_allowed {
+            return Err(refusal("introspection is disabled on this server; use the published schema.graphql", pos));
+        }
+        if !depths.within(self.0) {
+            return Err(refusal(TOO_DEEP, pos));
         }
         Ok(doc)
     }
@@ -212,7 +222,7 @@ mod tests {
 
     #[test]
     fn the_limits_refuse_only_what_exceeds_them() {
-        let limits = DepthLimits { query: 3, introspection: 5 };
+        let limits = DepthLimits { query: 3, introspection: 5, introspection_allowed: true };
         assert!(depths("{ a { b { c } } }").within(limits));
         assert!(!depths("{ a { b { c { d } } } }").within(limits));
         // __schema + 3 levels + the leaf = 5.
@@ -222,7 +232,8 @@ mod tests {
 
     #[test]
     fn fragment_cycles_and_fragment_bombs_terminate() {
-        assert_eq!(depths("{ a { ...F } } fragment F on T { b { ...F } }").query, 3);
+        // The inner spread of the cycle counts as nothing: a { b }.
+        assert_eq!(depths("{ a { ...F } } fragment F on T { b { ...F } }").query, 2);
         // Each level spreads the next twice: 2^40 paths, measured once per fragment.
         let mut doc = String::from("{ a { ...F0 } }");
         for i in 0..40 {

@@ -51,6 +51,9 @@ pub async fn insert(
     Ok(())
 }
 
+/// A `monitoring_reports` row as [`alerts`] selects it.
+type ReportRow = (i64, DateTime<Utc>, String, String, String, DateTime<Utc>, DateTime<Utc>, Vec<String>);
+
 /// Up to `limit` WARN/DRIFT reports of model `name` (one `version`, or all) evaluated in
 /// `[from, to)`, newest first.
 pub async fn alerts(
@@ -61,7 +64,7 @@ pub async fn alerts(
     to: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<Vec<MonitoringReport>> {
-    let rows: Vec<(i64, DateTime<Utc>, String, String, String, DateTime<Utc>, DateTime<Utc>, Vec<String>)> =
+    let rows: Vec<ReportRow> =
         sqlx::query_as(
             "select id, evaluated_at, model_name, model_version, status, window_from, window_to,
                     array(select f->>'feature'

@@ -8,8 +8,8 @@ use crate::common::{Subscriber, TestApp, config, error_code};
 #[sqlx::test]
 async fn queries_deeper_than_the_limit_are_refused(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    // 12 levels with the default limit of 10.
-    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }";
+    // 12 levels with the default limit of 10 (introspection has a budget of its own, see web.rs).
+    let deep = "{ a { b { c { d { e { f { g { h { i { j { k { l } } } } } } } } } } } }";
     let body = app.graphql(deep, json!({})).await;
     assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("nested too deep"), "{body}");

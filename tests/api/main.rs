@@ -13,3 +13,4 @@ mod registry;
 mod rest;
 mod schema;
 mod subscription;
+mod web;

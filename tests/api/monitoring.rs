@@ -10,15 +10,15 @@ use sqlx::PgPool;
 
 use crate::common::{TestApp, config, error_code, error_field};
 
-const LABELLER: &str = "labeller-key";
+pub(crate) const LABELLER: &str = "labeller-key";
 
-fn monitored_config() -> house_price_api::config::AppConfig {
+pub(crate) fn monitored_config() -> house_price_api::config::AppConfig {
     let mut config = config();
     config.api_keys = vec![format!("{}:outcomes", hash_key(LABELLER)), format!("{}:models", hash_key("admin-key"))];
     config
 }
 
-async fn run_replay(app: &TestApp, shifts: &[&str]) -> ReplaySummary {
+pub(crate) async fn run_replay(app: &TestApp, shifts: &[&str]) -> ReplaySummary {
     replay::run(&ReplayConfig {
         url: format!("http://{}", app.addr),
         model: Some("gradient-boosting".into()),
@@ -225,6 +225,18 @@ async fn a_shifted_replay_flags_exactly_the_shifted_feature_in_the_api_and_the_s
         assert!((api["psi"].as_f64().unwrap() - psi).abs() < 1e-9, "{feature}: API {} vs SQL {psi}", api["psi"]);
         assert_eq!(api["sampleSize"].as_i64(), Some(n), "{feature}");
     }
+
+    // The daily history is the same view, with statuses from the PSI thresholds.
+    let body = app
+        .graphql("{ driftHistory(model: \"gradient-boosting\") { day feature sampleSize psi status } }", json!({}))
+        .await;
+    let points = body["data"]["driftHistory"].as_array().unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(points.len(), 21, "{body}");
+    let square_feet = points.iter().find(|p| p["feature"] == "squareFeet").unwrap();
+    assert_eq!(square_feet["status"], "DRIFT", "{square_feet}");
+    let api_psi =
+        report["features"].as_array().unwrap().iter().find(|f| f["feature"] == "squareFeet").unwrap()["psi"].clone();
+    assert!((square_feet["psi"].as_f64().unwrap() - api_psi.as_f64().unwrap()).abs() < 1e-9);
 }
 
 #[sqlx::test]
@@ -252,6 +264,15 @@ async fn the_evaluator_stores_reports_and_pushes_a_drift_alert(pool: PgPool) {
     .await
     .unwrap();
     assert!(reports >= 1);
+    let body = app
+        .graphql(
+            "{ driftReports(model: \"gradient-boosting\") { evaluatedAt status modelVersion drifting } }",
+            json!({}),
+        )
+        .await;
+    let first = &body["data"]["driftReports"][0];
+    assert_eq!(first["status"], "DRIFT", "{body}");
+    assert!(first["drifting"].as_array().unwrap().contains(&json!("squareFeet")), "{body}");
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains("drift_status{model=\"gradient-boosting\",version=\"1.0.0\",feature=\"squareFeet\"} 2"),
@@ -290,4 +311,81 @@ async fn outcomes_loaded_with_sql_count_and_sql_corrections_are_audited(pool: Pg
             .await
             .unwrap();
     assert_eq!((revision, history), (2, 1), "a real change is audited, a no-op update is not");
+}
+
+#[sqlx::test]
+async fn traffic_counts_outcomes_by_error_code_with_the_views_latency_percentiles(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    for sqft in [900.0, 1500.0, 2400.0] {
+        app.predict(sqft, 3, 2.0).await;
+    }
+    app.predict(-5.0, 3, 2.0).await;
+    let body = app
+        .graphql(
+            "{ traffic(model: \"baseline-linear@1.0.0\", bucket: HOUR) { start requests ok rejected failed
+                 errors { code count } latencyP50Us latencyP99Us } }",
+            json!({}),
+        )
+        .await;
+    let buckets = body["data"]["traffic"].as_array().unwrap_or_else(|| panic!("{body}"));
+    let (requests, ok, rejected): (i64, i64, i64) = (
+        buckets.iter().map(|b| b["requests"].as_i64().unwrap()).sum(),
+        buckets.iter().map(|b| b["ok"].as_i64().unwrap()).sum(),
+        buckets.iter().map(|b| b["rejected"].as_i64().unwrap()).sum(),
+    );
+    assert_eq!((requests, ok, rejected), (4, 3, 1), "{body}");
+    let last = buckets.last().unwrap();
+    assert!(
+        last["errors"].as_array().unwrap().contains(&json!({ "code": "BAD_USER_INPUT", "count": 1 }))
+            || buckets.len() > 1
+    );
+    // The same numbers as v_predictions_hourly for each hour.
+    let view: Vec<(chrono::DateTime<Utc>, i64, i64, f64, f64)> = sqlx::query_as(
+        "select hour, requests, ok, p50_latency_us, p99_latency_us from v_predictions_hourly
+          where model_name = 'baseline-linear' order by hour",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(view.len(), buckets.len());
+    for ((hour, requests, ok, p50, p99), bucket) in view.iter().zip(buckets) {
+        assert_eq!(bucket["start"].as_str().unwrap().parse::<chrono::DateTime<Utc>>().unwrap(), *hour);
+        assert_eq!((bucket["requests"].as_i64(), bucket["ok"].as_i64()), (Some(*requests), Some(*ok)));
+        assert!((bucket["latencyP50Us"].as_f64().unwrap() - p50).abs() < 1e-6);
+        assert!((bucket["latencyP99Us"].as_f64().unwrap() - p99).abs() < 1e-6);
+    }
+    // Another model's traffic is not counted; no model means all.
+    let body = app.graphql("{ traffic(model: \"ridge-log\") { requests } }", json!({})).await;
+    assert_eq!(body["data"]["traffic"], json!([]), "{body}");
+    let body = app.graphql("{ traffic { requests } }", json!({})).await;
+    let all: i64 = body["data"]["traffic"].as_array().unwrap().iter().map(|b| b["requests"].as_i64().unwrap()).sum();
+    assert_eq!(all, 4);
+}
+
+#[sqlx::test]
+async fn model_events_list_loads_and_reloads_newest_first(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, monitored_config()).await;
+    let reload = app
+        .client
+        .post(app.url("/graphql"))
+        .header("x-api-key", "admin-key")
+        .json(&json!({ "query": "mutation { reloadModels { defaultModel } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 200);
+    let body = app
+        .graphql(
+            "{ modelEvents(first: 10) { id occurredAt event trigger actor models defaultModel error } }",
+            json!({}),
+        )
+        .await;
+    let events = body["data"]["modelEvents"].as_array().unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(events.len(), 2, "{body}");
+    assert_eq!((events[0]["event"].as_str(), events[0]["trigger"].as_str()), (Some("reloaded"), Some("api")));
+    assert!(events[0]["actor"].as_str().is_some_and(|a| a.len() == 12), "the key's fingerprint: {body}");
+    assert_eq!((events[1]["event"].as_str(), events[1]["trigger"].as_str()), (Some("loaded"), Some("startup")));
+    assert_eq!(events[1]["defaultModel"], "baseline-linear@1.0.0");
+    let body = app.graphql("{ modelEvents(first: 0) { id } }", json!({})).await;
+    assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
 }

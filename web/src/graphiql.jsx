@@ -8,12 +8,15 @@ import { parse } from 'graphql';
 import 'graphiql/style.css';
 import './graphiql.css';
 
-const httpUrl = new URL('/graphql', window.location.href).toString();
-const wsUrl = `${window.location.protocol === 'https:' ? 'wss:' : 'ws:'}//${window.location.host}/ws`;
+// The endpoints come from the page (the server's routes), resolved against this origin.
+const root = document.getElementById('graphiql');
+const httpUrl = new URL(root.dataset.endpoint || '/graphql', window.location.href).toString();
+const wsUrl = new URL(root.dataset.subscriptionEndpoint || '/ws', window.location.href);
+wsUrl.protocol = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
 
 const baseFetcher = createGraphiQLFetcher({
   url: httpUrl,
-  wsClient: createClient({ url: wsUrl, lazy: true, retryAttempts: 3 }),
+  wsClient: createClient({ url: wsUrl.toString(), lazy: true, retryAttempts: 3 }),
 });
 
 // GraphiQL may call the fetcher with the previous tab's documentAST / operationName (right after
