@@ -34,8 +34,21 @@ pub mod defaults {
     pub const POOL_SIZE: u32 = 10;
     /// How long a query waits for a connection before the request fails with SERVICE_UNAVAILABLE.
     pub const ACQUIRE_TIMEOUT_MS: u64 = 3_000;
-    /// Log rows waiting for the writer; when full, durable requests wait and async ones are refused.
-    pub const LOG_QUEUE_CAPACITY: usize = 10_000;
+    /// Log rows (not requests) held in memory for the writer; when full, durable requests wait and
+    /// async ones are refused. Rows, because one request may carry hundreds (aliases × batch items):
+    /// a bound in requests would not bound memory.
+    pub const LOG_QUEUE_ROWS: usize = 20_000;
+    /// Most rows one HTTP request (or WebSocket operation) may log, over every alias and batch
+    /// item: 10 full `predictPrices` batches.
+    pub const MAX_ROWS_PER_REQUEST: usize = 1_000;
+    /// How long a request waits for PostgreSQL before its batch is spooled to local disk instead:
+    /// long enough for a healthy commit under load, short enough that an outage is not felt.
+    pub const LOG_FAILOVER_MS: u64 = 500;
+    /// Where spooled batches wait for the database.
+    pub const SPOOL_DIR: &str = "spool";
+    /// Largest spool on disk (1 GiB, several hours of an outage at full load); beyond it
+    /// requests get SERVICE_UNAVAILABLE.
+    pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
     /// Most rows in one INSERT (one round trip and one commit).
     pub const LOG_BATCH_SIZE: usize = 500;
     /// How long the writer waits for more rows after the first one of a batch. 0 (write what is
@@ -89,7 +102,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the GraphQL API (and the seed-compatible REST route).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Train the models on the Ames data and write them to the model directory.
     Train(TrainConfig),
     /// Apply pending database migrations.
@@ -241,9 +254,23 @@ pub struct LogWriterConfig {
     /// `durable` (default) or `async`; see README "Durability".
     #[arg(long, env = "LOG_MODE", value_enum, default_value_t = LogMode::Durable)]
     pub log_mode: LogMode,
-    /// Capacity of the queue in front of the writer (requests).
-    #[arg(long, env = "LOG_QUEUE_CAPACITY", default_value_t = defaults::LOG_QUEUE_CAPACITY)]
-    pub log_queue_capacity: usize,
+    /// Rows that may wait in memory for the writer (over all requests).
+    #[arg(long, env = "LOG_QUEUE_ROWS", default_value_t = defaults::LOG_QUEUE_ROWS)]
+    pub log_queue_rows: usize,
+    /// What the writer does with a batch PostgreSQL does not take in time (unreachable, slower
+    /// than `LOG_FAILOVER_MS`, restarting): `spool` it to local disk and answer OK, or `fail` the
+    /// requests with SERVICE_UNAVAILABLE.
+    #[arg(long, env = "LOG_FALLBACK", value_enum, default_value_t = LogFallback::Spool)]
+    pub log_fallback: LogFallback,
+    /// Milliseconds a batch waits for PostgreSQL before it is spooled (or failed).
+    #[arg(long, env = "LOG_FAILOVER_MS", default_value_t = defaults::LOG_FAILOVER_MS)]
+    pub log_failover_ms: u64,
+    /// Directory of the write-ahead spool (created if missing).
+    #[arg(long, env = "SPOOL_DIR", default_value = defaults::SPOOL_DIR)]
+    pub spool_dir: PathBuf,
+    /// Largest total size of the spool's segment files, bytes.
+    #[arg(long, env = "SPOOL_MAX_BYTES", default_value_t = defaults::SPOOL_MAX_BYTES)]
+    pub spool_max_bytes: u64,
     /// Most rows per INSERT.
     #[arg(long, env = "LOG_BATCH_SIZE", default_value_t = defaults::LOG_BATCH_SIZE)]
     pub log_batch_size: usize,
@@ -259,7 +286,11 @@ impl Default for LogWriterConfig {
     fn default() -> Self {
         Self {
             log_mode: LogMode::Durable,
-            log_queue_capacity: defaults::LOG_QUEUE_CAPACITY,
+            log_queue_rows: defaults::LOG_QUEUE_ROWS,
+            log_fallback: LogFallback::Spool,
+            log_failover_ms: defaults::LOG_FAILOVER_MS,
+            spool_dir: PathBuf::from(defaults::SPOOL_DIR),
+            spool_max_bytes: defaults::SPOOL_MAX_BYTES,
             log_batch_size: defaults::LOG_BATCH_SIZE,
             log_flush_interval_ms: defaults::LOG_FLUSH_INTERVAL_MS,
             log_writer_concurrency: defaults::LOG_WRITER_CONCURRENCY,
@@ -272,6 +303,21 @@ impl LogWriterConfig {
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.log_flush_interval_ms)
     }
+
+    /// [`Self::log_failover_ms`] as a duration.
+    pub fn failover(&self) -> Duration {
+        Duration::from_millis(self.log_failover_ms)
+    }
+}
+
+/// What happens to a batch PostgreSQL does not take in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFallback {
+    /// Append it to the local write-ahead spool (fsynced), answer OK, replay it when the
+    /// database is back. An OK answer still means the row is durable — on local disk until replayed.
+    Spool,
+    /// Fail the waiting requests with SERVICE_UNAVAILABLE (async mode: retry, then drop).
+    Fail,
 }
 
 /// Request limits.
@@ -295,6 +341,9 @@ pub struct LimitsConfig {
     /// Largest accepted GraphQL query complexity.
     #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = defaults::MAX_QUERY_COMPLEXITY)]
     pub max_query_complexity: usize,
+    /// Most rows one request may log, counting every alias and batch item (BAD_USER_INPUT beyond).
+    #[arg(long, env = "MAX_ROWS_PER_REQUEST", default_value_t = defaults::MAX_ROWS_PER_REQUEST)]
+    pub max_rows_per_request: usize,
     /// Deepest accepted introspection (`__schema`, `__type`) selection; the standard
     /// introspection query needs 15.
     #[arg(long, env = "MAX_INTROSPECTION_DEPTH", default_value_t = defaults::MAX_INTROSPECTION_DEPTH)]
@@ -315,6 +364,7 @@ impl Default for LimitsConfig {
             request_timeout_ms: defaults::REQUEST_TIMEOUT_MS,
             max_query_depth: defaults::MAX_QUERY_DEPTH,
             max_query_complexity: defaults::MAX_QUERY_COMPLEXITY,
+            max_rows_per_request: defaults::MAX_ROWS_PER_REQUEST,
             max_introspection_depth: defaults::MAX_INTROSPECTION_DEPTH,
             introspection: defaults::INTROSPECTION,
         }
@@ -333,6 +383,13 @@ impl LimitsConfig {
         }
         if self.max_batch_size == 0 {
             anyhow::bail!("MAX_BATCH_SIZE must be at least 1");
+        }
+        if self.max_rows_per_request < self.max_batch_size {
+            anyhow::bail!(
+                "MAX_ROWS_PER_REQUEST ({}) must be at least MAX_BATCH_SIZE ({}): a full batch must be loggable",
+                self.max_rows_per_request,
+                self.max_batch_size
+            );
         }
         Ok(())
     }

@@ -67,6 +67,13 @@ impl Application {
     /// and binds `listen_addr` (port 0 picks a free port, as the tests do).
     pub async fn build(config: AppConfig, pool: PgPool, listen_addr: SocketAddr) -> anyhow::Result<Self> {
         config.limits.validate()?;
+        if config.log.log_queue_rows < config.limits.max_rows_per_request {
+            anyhow::bail!(
+                "LOG_QUEUE_ROWS ({}) must be at least MAX_ROWS_PER_REQUEST ({}): one request's rows must fit the queue",
+                config.log.log_queue_rows,
+                config.limits.max_rows_per_request
+            );
+        }
         let models = ModelRegistry::load(&config.model_dir, &config.default_model, config.shadow_model.as_deref())
             .with_context(|| format!("cannot load the models in {}", config.model_dir.display()))?;
         let api_keys = ApiKeys::parse(&config.api_keys).context("invalid API_KEYS")?;
@@ -79,7 +86,7 @@ impl Application {
         let _ = telemetry::metrics_handle();
         let models = Arc::new(models);
         let shadow = config.shadow_model.is_some().then(|| ShadowScorer::spawn(pool.clone(), models.clone()));
-        let log = LogWriter::spawn(pool.clone(), &config.log, shadow);
+        let log = LogWriter::spawn(pool.clone(), &config.log, shadow)?;
         model::events::record(&pool, "loaded", "startup", None, &set, &set.ids(), &[], None).await;
         // Not fatal: without it only the SQL drift view lacks this version (readiness reports an
         // unmigrated database).
@@ -196,6 +203,7 @@ pub async fn shutdown_signal() {
 pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => {
+            let config = *config;
             let pool = db::connect(&config.database).await?;
             let pending = db::pending_migrations(&pool).await?;
             if !pending.is_empty() {

@@ -2,6 +2,7 @@
 //! log rejected inputs too, answer only once the log accepted the rows) and reload the models.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::Instant;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -103,6 +104,9 @@ pub struct RequestMeta {
     pub received: Instant,
     /// For `created_at`, at PostgreSQL's microsecond precision so the API and the row agree.
     pub received_at: DateTime<Utc>,
+    /// Rows this request has logged so far, over every alias and batch item (shared by the
+    /// clones each operation of the request gets), against `MAX_ROWS_PER_REQUEST`.
+    logged_rows: Arc<AtomicUsize>,
 }
 
 impl RequestMeta {
@@ -115,7 +119,25 @@ impl RequestMeta {
             client,
             received: Instant::now(),
             received_at: Utc::now().trunc_subsecs(6),
+            logged_rows: Arc::default(),
         }
+    }
+
+    /// Counts `rows` more rows against `max` for this request; refuses (counting nothing) when
+    /// they would exceed it. Memory and log volume per request stay bounded however many aliases
+    /// of `predictPrices` a document holds.
+    pub fn claim_rows(&self, rows: usize, max: usize) -> Result<(), AppError> {
+        let claimed = self.logged_rows.fetch_add(rows, AtomicOrdering::Relaxed) + rows;
+        if claimed > max {
+            self.logged_rows.fetch_sub(rows, AtomicOrdering::Relaxed);
+            return Err(AppError::invalid(
+                "inputs",
+                format!(
+                    "this request would log more than {max} rows (MAX_ROWS_PER_REQUEST counts every alias and batch item); split it"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Microseconds since the request was received.
@@ -178,13 +200,16 @@ impl AppState {
         model: Option<&str>,
         items: Vec<PredictionItem>,
     ) -> Result<Vec<ItemOutcome>, AppError> {
+        // Refused before anything is scored or logged: the cap is what bounds a request's rows.
+        meta.claim_rows(items.len(), self.config.limits.max_rows_per_request)?;
         // One snapshot for the whole request: a concurrent reload does not change its model.
         let set = self.models.snapshot();
         let model = match Self::choose_model(&set, model, "model") {
             Ok(model) => model,
             Err(err) => {
                 let rows = items.into_iter().map(|i| (i.path.index(), i.raw_input)).collect();
-                return Err(self.reject(meta, err, rows).await);
+                // Already counted against MAX_ROWS_PER_REQUEST above.
+                return Err(self.log_rejection(meta, err, rows).await);
             }
         };
         // Plausibility first, then score every valid item in one matrix call.
@@ -245,6 +270,18 @@ impl AppState {
     /// request, so a client cannot make the log write more rows than `MAX_BATCH_SIZE`). Returns
     /// the error to answer with, or `SERVICE_UNAVAILABLE` if the rows could not be logged.
     pub async fn reject(
+        &self,
+        meta: &RequestMeta,
+        error: AppError,
+        rows: Vec<(Option<i32>, serde_json::Value)>,
+    ) -> AppError {
+        if let Err(refused) = meta.claim_rows(rows.len(), self.config.limits.max_rows_per_request) {
+            return refused;
+        }
+        self.log_rejection(meta, error, rows).await
+    }
+
+    async fn log_rejection(
         &self,
         meta: &RequestMeta,
         error: AppError,

@@ -221,9 +221,15 @@ async fn live() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the database answers, every embedded migration is applied and a model is loaded.
+/// How long readiness waits for the database: a probe must answer fast, and a database slower
+/// than this is one the writer is spooling around anyway.
+const READY_DB_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Ready when the database answers, every embedded migration is applied and a model is loaded —
+/// or, with the database away, while the log can spool (the service still answers, durably).
+/// `log` says whether rows are being spooled and what waits for replay.
 async fn ready(State(s): State<HttpState>) -> Response {
-    let check = tokio::time::timeout(Duration::from_secs(2), db::pending_migrations(&s.app.pool)).await;
+    let check = tokio::time::timeout(READY_DB_TIMEOUT, db::pending_migrations(&s.app.pool)).await;
     let (database, migrations) = match check {
         Ok(Ok(pending)) if pending.is_empty() => ("ok".to_owned(), "ok".to_owned()),
         Ok(Ok(pending)) => ("ok".to_owned(), format!("pending: {pending:?}")),
@@ -234,11 +240,23 @@ async fn ready(State(s): State<HttpState>) -> Response {
         Err(_) => ("timeout".to_owned(), "unknown".to_owned()),
     };
     let model = s.app.models.snapshot().default_model().id();
-    let ok = database == "ok" && migrations == "ok";
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let log = s.app.log.status();
+    let serving = if database == "ok" { migrations == "ok" } else { log.can_spool };
+    let status = if serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let backlog = &log.backlog;
     let body = json!({
-        "status": if ok { "ok" } else { "unavailable" },
+        "status": match (serving, database == "ok") { (true, true) => "ok", (true, false) => "degraded", _ => "unavailable" },
         "checks": { "database": database, "migrations": migrations, "model": model },
+        "log": {
+            "state": if log.spooling || backlog.rows > 0 { "spooling" } else { "ok" },
+            "backlog": {
+                "rows": backlog.rows,
+                "records": backlog.records,
+                "segments": backlog.segments,
+                "bytes": backlog.bytes,
+                "oldestRow": backlog.oldest_row,
+            },
+        },
     });
     (status, Json(body)).into_response()
 }

@@ -2,6 +2,7 @@
 
 pub mod record;
 pub mod shadow;
+pub mod spool;
 pub mod store;
 pub mod writer;
 

@@ -5,32 +5,48 @@
 //! statement. Under load, rows that arrive while a batch is being written form the next batch, so
 //! throughput scales with batch size instead of being capped at one commit per request.
 //!
-//! In durable mode each request waits for the commit of the batch holding its rows (group commit);
-//! an insert failure is reported to every waiter of that batch. In async mode requests return once
-//! queued; failed batches are retried with backoff and counted as dropped only after the last try.
-//! On shutdown the queue is closed and drained before the task ends.
+//! In durable mode each request waits for the commit of the batch holding its rows (group commit).
+//! In async mode requests return once queued. Memory is bounded in rows: a request takes one
+//! permit per row before it is queued (`LOG_QUEUE_ROWS`), and gives them back when its rows are
+//! committed, spooled or failed.
+//!
+//! When PostgreSQL does not take a batch within `LOG_FAILOVER_MS` (unreachable, too slow,
+//! restarting), the batch goes to the local [`Spool`] (fsynced) and its requests are answered OK;
+//! until the spool is drained, new batches follow it there, in order. A replay task drains the
+//! spool through the same insert (rows and drift counters in one statement, idempotent on the row
+//! id) and publishes the rows to subscribers once they are in PostgreSQL. With
+//! `LOG_FALLBACK=fail`, a failed batch fails its requests (async mode: retried, then dropped).
+//! Rows the database refuses as data are never spooled: each request is retried alone so only the
+//! culprit fails. On shutdown the queue is closed and drained before the task ends; what is still
+//! spooled is replayed at the next start.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
-use tokio::sync::{Mutex, Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::record::LogRecord;
 use super::shadow::ShadowScorer;
+use super::spool::{Backlog, Spool, SpoolError};
 use super::store;
-use crate::config::{LogMode, LogWriterConfig};
+use crate::config::{LogFallback, LogMode, LogWriterConfig};
 
 /// Retry delays for async-mode batches whose insert failed.
 const ASYNC_RETRY_DELAYS: [Duration; 3] = [Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5)];
 /// Committed rows kept for slow subscribers before they skip ahead.
 const EVENT_CAPACITY: usize = 4_096;
-/// Longest one INSERT may take before its waiters are failed (a stalled database must not hang
-/// requests or shutdown forever). A statement that commits later is harmless: inserts are
-/// idempotent on the row id.
+/// Longest one INSERT may take before its waiters are failed (`LOG_FALLBACK=fail`) or before a
+/// replay attempt gives up (a stalled database must not hang requests or shutdown forever). A
+/// statement that commits later is harmless: inserts are idempotent on the row id.
 const INSERT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most rows one replay statement writes: big enough to drain fast, small enough for one round trip.
+const REPLAY_CHUNK_ROWS: usize = 5_000;
+/// Replay retries back off from the first delay to the last while the database stays away.
+const REPLAY_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
 
 /// Why rows could not be logged. Every variant means: the request must not be answered OK.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,13 +60,40 @@ pub enum LogError {
     /// The writer has stopped (shutdown).
     #[error("the log writer has stopped")]
     Stopped,
+    /// The database did not take the rows and the spool could not either (full, or the disk
+    /// failed): the request is refused rather than answered without a durable row.
+    #[error("the database is unavailable and the spool cannot take more rows: {0}")]
+    SpoolUnavailable(String),
+    /// More rows in one submission than the whole queue holds (a configuration error:
+    /// `MAX_ROWS_PER_REQUEST` above `LOG_QUEUE_ROWS`).
+    #[error("{rows} rows exceed the log queue ({capacity} rows)")]
+    TooManyRows {
+        /// Rows submitted.
+        rows: usize,
+        /// `LOG_QUEUE_ROWS`.
+        capacity: usize,
+    },
 }
 
 struct Job {
     records: Vec<LogRecord>,
-    /// Durable mode: told when the batch holding `records` commits or fails.
+    /// Durable mode: told when the batch holding `records` commits, is spooled, or fails.
     done: Option<oneshot::Sender<Result<(), LogError>>>,
     queued_at: Instant,
+    /// One permit per row, returned when the job is done with.
+    _rows: OwnedSemaphorePermit,
+}
+
+/// What `/health/ready` reports about the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogStatus {
+    /// Whether batches currently go to the spool instead of PostgreSQL.
+    pub spooling: bool,
+    /// What waits in the spool.
+    pub backlog: Backlog,
+    /// Whether a batch that PostgreSQL does not take can still be answered OK (spool enabled
+    /// and not full).
+    pub can_spool: bool,
 }
 
 /// Handle to the writer task; cheap to clone.
@@ -60,31 +103,79 @@ pub struct LogWriter {
 }
 
 struct Inner {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::UnboundedSender<Job>,
     mode: LogMode,
     events: broadcast::Sender<Arc<LogRecord>>,
     stop: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
+    replay: Mutex<Option<JoinHandle<()>>>,
+    /// One permit per row that may wait in memory (`LOG_QUEUE_ROWS`).
+    rows: Arc<Semaphore>,
+    capacity: usize,
+    writer: Arc<Task>,
 }
 
 impl LogWriter {
-    /// Starts the writer task. Committed `ok` rows are handed to `shadow` when given.
-    pub fn spawn(pool: PgPool, config: &LogWriterConfig, shadow: Option<ShadowScorer>) -> Self {
-        let (tx, rx) = mpsc::channel(config.log_queue_capacity.max(1));
+    /// Starts the writer task (and, with `LOG_FALLBACK=spool`, opens the spool and starts its
+    /// replay task, which first drains what an earlier run left). Committed `ok` rows are handed
+    /// to `shadow` when given.
+    pub fn spawn(pool: PgPool, config: &LogWriterConfig, shadow: Option<ShadowScorer>) -> anyhow::Result<Self> {
+        let spool = match config.log_fallback {
+            LogFallback::Spool => {
+                Some(Arc::new(Spool::open(&config.spool_dir, config.spool_max_bytes).map_err(|err| {
+                    anyhow::anyhow!("cannot open the log spool in {}: {err}", config.spool_dir.display())
+                })?))
+            }
+            LogFallback::Fail => None,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let stop = CancellationToken::new();
-        let task = Task {
+        let capacity = config.log_queue_rows.max(1);
+        let rows = Arc::new(Semaphore::new(capacity));
+        let task = Arc::new(Task {
             pool,
             shadow,
             events: events.clone(),
             stop: stop.clone(),
             batch_size: config.log_batch_size.max(1),
             flush_interval: config.flush_interval(),
-            capacity: config.log_queue_capacity.max(1),
-        };
+            insert_timeout: if spool.is_some() { config.failover() } else { INSERT_TIMEOUT },
+            spool,
+            spooling: AtomicBool::new(false),
+            replay_wanted: Notify::new(),
+            rows: rows.clone(),
+            capacity,
+        });
         let in_flight = Arc::new(Semaphore::new(config.log_writer_concurrency.max(1)));
-        let handle = tokio::spawn(Arc::new(task).run(rx, in_flight));
-        Self { inner: Arc::new(Inner { tx, mode: config.log_mode, events, stop, task: Mutex::new(Some(handle)) }) }
+        let handle = tokio::spawn(task.clone().run(rx, in_flight));
+        let replay = task.spool.is_some().then(|| tokio::spawn(task.clone().replay_loop()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                tx,
+                mode: config.log_mode,
+                events,
+                stop,
+                task: Mutex::new(Some(handle)),
+                replay: Mutex::new(replay),
+                rows,
+                capacity,
+                writer: task,
+            }),
+        })
+    }
+
+    /// Whether batches go to the spool, what it holds, and whether it can take more.
+    pub fn status(&self) -> LogStatus {
+        let task = &self.inner.writer;
+        match &task.spool {
+            Some(spool) => LogStatus {
+                spooling: task.spooling.load(Ordering::Acquire),
+                backlog: spool.backlog(),
+                can_spool: spool.has_room(),
+            },
+            None => LogStatus { spooling: false, backlog: Backlog::default(), can_spool: false },
+        }
     }
 
     /// The configured durability mode.
@@ -92,27 +183,41 @@ impl LogWriter {
         self.inner.mode
     }
 
-    /// Logs `records`. Durable mode: returns once they are committed. Async mode: once queued.
+    /// Logs `records`. Durable mode: returns once they are committed (or spooled). Async mode:
+    /// once queued.
     pub async fn submit(&self, records: Vec<LogRecord>) -> Result<(), LogError> {
-        match self.inner.mode {
+        let inner = &self.inner;
+        let n = records.len();
+        let permits = u32::try_from(n).ok().filter(|_| n <= inner.capacity);
+        let Some(permits) = permits else { return Err(LogError::TooManyRows { rows: n, capacity: inner.capacity }) };
+        match inner.mode {
             LogMode::Durable => {
+                let rows = inner.rows.clone().acquire_many_owned(permits).await.map_err(|_| LogError::Stopped)?;
                 let (done, committed) = oneshot::channel();
-                let job = Job { records, done: Some(done), queued_at: Instant::now() };
-                self.inner.tx.send(job).await.map_err(|_| LogError::Stopped)?;
+                let job = Job { records, done: Some(done), queued_at: Instant::now(), _rows: rows };
+                inner.tx.send(job).map_err(|_| LogError::Stopped)?;
                 committed.await.map_err(|_| LogError::Stopped)?
             }
             LogMode::Async => {
-                let job = Job { records, done: None, queued_at: Instant::now() };
-                self.inner.tx.try_send(job).map_err(|err| match err {
-                    mpsc::error::TrySendError::Full(_) => LogError::QueueFull,
-                    mpsc::error::TrySendError::Closed(_) => LogError::Stopped,
-                })
+                // Answered before the rows are anywhere durable: refuse what could not be
+                // spooled either, instead of accepting rows bound to be dropped.
+                let task = &inner.writer;
+                if task.spooling.load(Ordering::Acquire) && task.spool.as_ref().is_some_and(|s| !s.has_room()) {
+                    return Err(LogError::SpoolUnavailable("the spool is full".into()));
+                }
+                let rows = inner.rows.clone().try_acquire_many_owned(permits).map_err(|err| match err {
+                    tokio::sync::TryAcquireError::NoPermits => LogError::QueueFull,
+                    tokio::sync::TryAcquireError::Closed => LogError::Stopped,
+                })?;
+                let job = Job { records, done: None, queued_at: Instant::now(), _rows: rows };
+                inner.tx.send(job).map_err(|_| LogError::Stopped)
             }
         }
     }
 
     /// Committed rows, as they commit (for the `predictionLogged` subscription).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogRecord>> {
+        // Committed rows only: a spooled row is published when replay writes it to PostgreSQL.
         self.inner.events.subscribe()
     }
 
@@ -126,6 +231,17 @@ impl LogWriter {
         {
             tracing::error!(error = %err, "log writer task ended abnormally");
         }
+        let replay = self.inner.replay.lock().await.take();
+        if let Some(replay) = replay {
+            let _ = replay.await;
+        }
+        let status = self.status();
+        if status.backlog.rows > 0 {
+            tracing::warn!(
+                rows = status.backlog.rows,
+                "log rows left in the spool; they are replayed at the next start"
+            );
+        }
     }
 }
 
@@ -136,13 +252,23 @@ struct Task {
     stop: CancellationToken,
     batch_size: usize,
     flush_interval: Duration,
+    /// How long a direct insert may take: `LOG_FAILOVER_MS` with a spool, [`INSERT_TIMEOUT`] without.
+    insert_timeout: Duration,
+    /// `LOG_FALLBACK=spool`.
+    spool: Option<Arc<Spool>>,
+    /// Set when a batch is spooled; cleared by the replay task once the spool is empty. While
+    /// set, batches go straight to the spool (the database just failed them, and order is kept).
+    spooling: AtomicBool,
+    /// Wakes the replay task when something was spooled.
+    replay_wanted: Notify,
+    rows: Arc<Semaphore>,
     capacity: usize,
 }
 
 impl Task {
     /// Collects batches and inserts them, up to `in_flight`'s permits at a time: while every
     /// permit is busy the queue fills, which is what makes the next batches big.
-    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Job>, in_flight: Arc<Semaphore>) {
+    async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Job>, in_flight: Arc<Semaphore>) {
         let mut closing = false;
         let mut flushes = tokio::task::JoinSet::new();
         loop {
@@ -194,8 +320,9 @@ impl Task {
                     }
                 }
             }
-            metrics::gauge!("prediction_log_queue_depth")
-                .set((self.capacity - rx.capacity().min(self.capacity)) as f64);
+            // Rows held: queued plus being written.
+            metrics::gauge!("prediction_log_queue_rows")
+                .set(self.capacity.saturating_sub(self.rows.available_permits()) as f64);
             let task = self.clone();
             flushes.spawn(async move {
                 task.flush(batch).await;
@@ -208,9 +335,12 @@ impl Task {
     }
 
     async fn flush(&self, batch: Vec<Job>) {
+        if self.spool.is_some() && self.spooling.load(Ordering::Acquire) {
+            return self.spool_jobs(batch).await;
+        }
         let rows: Vec<&LogRecord> = batch.iter().flat_map(|job| &job.records).collect();
         let started = Instant::now();
-        let result = insert(&self.pool, &rows).await;
+        let result = insert(&self.pool, &rows, self.insert_timeout).await;
         metrics::histogram!("prediction_log_batch_rows").record(rows.len() as f64);
         metrics::histogram!("prediction_log_commit_seconds").record(started.elapsed().as_secs_f64());
         drop(rows);
@@ -222,16 +352,208 @@ impl Task {
                 tracing::warn!(error = %err, jobs = batch.len(), "batch refused by the database; writing jobs one by one");
                 for job in batch {
                     let rows: Vec<&LogRecord> = job.records.iter().collect();
-                    let result = insert(&self.pool, &rows).await;
+                    let result = insert(&self.pool, &rows, self.insert_timeout).await;
                     drop(rows);
                     match result {
                         Ok(()) => self.committed(job),
+                        Err(err) if self.spool.is_some() && !is_data_error(&err) => self.spool_jobs(vec![job]).await,
                         Err(err) => self.failed(vec![job], err).await,
                     }
                 }
             }
+            Err(err) if self.spool.is_some() && !is_data_error(&err) => {
+                if !self.spooling.load(Ordering::Acquire) {
+                    tracing::warn!(error = %err, "the database did not take a log batch in time: spooling to local disk");
+                }
+                metrics::counter!("prediction_log_write_failures_total").increment(1);
+                self.spool_jobs(batch).await;
+            }
             Err(err) => self.failed(batch, err).await,
         }
+    }
+
+    /// Appends the jobs' rows to the spool (fsynced) and answers their requests OK; if the spool
+    /// cannot take them, the requests get `SpoolUnavailable` (async rows are counted as dropped).
+    async fn spool_jobs(&self, mut batch: Vec<Job>) {
+        let spool = self.spool.clone().expect("only called with a spool");
+        let records: Vec<LogRecord> = batch.iter_mut().flat_map(|job| std::mem::take(&mut job.records)).collect();
+        let rows = records.len();
+        let result = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&LogRecord> = records.iter().collect();
+            spool.append(&refs)
+        })
+        .await
+        .unwrap_or_else(|err| Err(SpoolError::Io(std::io::Error::other(err))));
+        match result {
+            Ok(()) => {
+                if !self.spooling.swap(true, Ordering::AcqRel) {
+                    tracing::warn!("log rows are being spooled until the database takes them again");
+                }
+                metrics::counter!("prediction_log_rows_spooled_total").increment(rows as u64);
+                self.publish_backlog();
+                self.replay_wanted.notify_one();
+                for job in batch {
+                    metrics::histogram!("prediction_log_queue_wait_seconds")
+                        .record(job.queued_at.elapsed().as_secs_f64());
+                    if let Some(done) = job.done {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, rows, "cannot spool log rows: their requests are refused");
+                let failure = LogError::SpoolUnavailable(err.to_string());
+                let mut dropped = 0;
+                for job in batch {
+                    match job.done {
+                        Some(done) => {
+                            let _ = done.send(Err(failure.clone()));
+                        }
+                        None => dropped += 1,
+                    }
+                }
+                if dropped > 0 {
+                    metrics::counter!("prediction_log_rows_dropped_total").increment(rows as u64);
+                    tracing::error!(
+                        jobs = dropped,
+                        "async-mode log rows dropped: neither the database nor the spool took them"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sets the spool gauges.
+    fn publish_backlog(&self) {
+        let Some(spool) = &self.spool else { return };
+        let backlog = spool.backlog();
+        let now = chrono::Utc::now();
+        let age = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or(0.0, |t| (now - t).as_seconds_f64().max(0.0));
+        metrics::gauge!("prediction_log_spool_bytes").set(backlog.bytes as f64);
+        metrics::gauge!("prediction_log_spool_records").set(backlog.records as f64);
+        metrics::gauge!("prediction_log_spool_rows").set(backlog.rows as f64);
+        metrics::gauge!("prediction_log_spool_segments").set(backlog.segments as f64);
+        metrics::gauge!("prediction_log_replay_lag_seconds").set(age(backlog.oldest_spooled_at));
+        metrics::gauge!("prediction_log_spool_oldest_row_age_seconds").set(age(backlog.oldest_row));
+    }
+
+    /// Drains the spool into PostgreSQL whenever it holds something, backing off while the
+    /// database stays away; clears `spooling` once it is empty.
+    async fn replay_loop(self: Arc<Self>) {
+        let spool = self.spool.clone().expect("only started with a spool");
+        let mut backoff = REPLAY_BACKOFF.0;
+        let mut failing = false;
+        loop {
+            self.publish_backlog();
+            if spool.is_empty() {
+                if self.spooling.swap(false, Ordering::AcqRel) {
+                    tracing::info!("spool drained: log rows go to the database again");
+                }
+                tokio::select! {
+                    () = self.replay_wanted.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = self.stop.cancelled() => return,
+                }
+                continue;
+            }
+            match self.replay_once(&spool).await {
+                Ok(rows) => {
+                    if failing {
+                        tracing::info!("the database takes log rows again: replaying the spool");
+                    }
+                    failing = false;
+                    backoff = REPLAY_BACKOFF.0;
+                    if rows > 0 {
+                        tracing::debug!(rows, "replayed spooled log rows");
+                    }
+                }
+                Err(err) => {
+                    if !failing {
+                        tracing::warn!(error = %err, "cannot replay the spool yet; retrying with backoff");
+                    }
+                    failing = true;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(REPLAY_BACKOFF.1);
+                }
+            }
+            if self.stop.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    /// Replays every closed segment, oldest first; a segment is deleted once all its rows are
+    /// committed. Returns the rows written.
+    async fn replay_once(&self, spool: &Arc<Spool>) -> Result<usize, InsertError> {
+        let sealing = spool.clone();
+        let segments = tokio::task::spawn_blocking(move || sealing.seal()).await.unwrap_or_default();
+        let mut written = 0;
+        for segment in segments {
+            let path = segment.path.clone();
+            let content = match tokio::task::spawn_blocking(move || super::spool::read_segment(&path)).await {
+                Ok(Ok(content)) => content,
+                Ok(Err(err)) => {
+                    // Unreadable as a whole (not a torn tail): keep the file for an operator,
+                    // out of the way of the rows behind it.
+                    tracing::error!(error = %err, path = %segment.path.display(), "cannot read a spool segment: set aside as .bad");
+                    let _ = std::fs::rename(&segment.path, segment.path.with_extension("bad"));
+                    let _ = spool.remove(segment.seq);
+                    continue;
+                }
+                Err(err) => return Err(InsertError::Spool(err.to_string())),
+            };
+            let mut chunk: Vec<LogRecord> = Vec::new();
+            let mut batches = content.batches.into_iter().peekable();
+            while let Some(batch) = batches.next() {
+                chunk.extend(batch);
+                if chunk.len() >= REPLAY_CHUNK_ROWS || batches.peek().is_none() {
+                    written += chunk.len();
+                    self.replay_chunk(std::mem::take(&mut chunk)).await?;
+                }
+            }
+            let removing = spool.clone();
+            let seq = segment.seq;
+            if let Ok(Err(err)) = tokio::task::spawn_blocking(move || removing.remove(seq)).await {
+                tracing::error!(error = %err, "cannot delete a replayed spool segment (its rows would be skipped as duplicates)");
+            }
+            self.publish_backlog();
+        }
+        Ok(written)
+    }
+
+    /// Writes one chunk of spooled rows, then publishes them.
+    async fn replay_chunk(&self, rows: Vec<LogRecord>) -> Result<(), InsertError> {
+        let refs: Vec<&LogRecord> = rows.iter().collect();
+        match insert(&self.pool, &refs, INSERT_TIMEOUT).await {
+            Ok(()) => {}
+            Err(err) if is_data_error(&err) => {
+                // A row the database refuses would block the spool forever: write the rows one
+                // by one and set the refused ones aside, loudly.
+                for row in &refs {
+                    match insert(&self.pool, std::slice::from_ref(row), INSERT_TIMEOUT).await {
+                        Ok(()) => {}
+                        Err(err) if is_data_error(&err) => {
+                            metrics::counter!("prediction_log_rows_dropped_total").increment(1);
+                            tracing::error!(error = %err, id = %row.id, request_id = %row.request_id,
+                                            row = %serde_json::to_string(row).unwrap_or_default(),
+                                            "spooled log row refused by the database: dropped");
+                        }
+                        Err(err) => return Err(err),
+                    }
+                }
+            }
+            Err(err) => return Err(err),
+        }
+        drop(refs);
+        metrics::counter!("prediction_log_rows_replayed_total").increment(rows.len() as u64);
+        metrics::counter!("prediction_log_rows_written_total").increment(rows.len() as u64);
+        for record in rows {
+            let _ = self.events.send(Arc::new(record));
+        }
+        Ok(())
     }
 
     async fn failed(&self, jobs: Vec<Job>, err: InsertError) {
@@ -268,7 +590,7 @@ impl Task {
         let rows: Vec<&LogRecord> = jobs.iter().flat_map(|job| &job.records).collect();
         for delay in ASYNC_RETRY_DELAYS {
             tokio::time::sleep(delay).await;
-            match insert(&self.pool, &rows).await {
+            match insert(&self.pool, &rows, INSERT_TIMEOUT).await {
                 Ok(()) => {
                     drop(rows);
                     jobs.into_iter().for_each(|job| self.committed(job));
@@ -297,20 +619,43 @@ impl Task {
     }
 }
 
-/// A failed insert: the database's error, or the statement outlived [`INSERT_TIMEOUT`].
+/// A failed insert: the database's error, or the statement outlived its time budget.
 #[derive(Debug, thiserror::Error)]
 enum InsertError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    #[error("insert did not finish within {INSERT_TIMEOUT:?}")]
-    Timeout,
+    #[error("insert did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("spool: {0}")]
+    Spool(String),
 }
 
-/// Inserts the rows and their drift counters (one statement).
-async fn insert(pool: &PgPool, rows: &[&LogRecord]) -> Result<(), InsertError> {
-    match tokio::time::timeout(INSERT_TIMEOUT, store::insert_batch(pool, rows)).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(InsertError::Timeout),
+/// Inserts the rows and their drift counters (one statement) within `budget`. The first
+/// statement on a connection the server dropped (a restart, a killed backend) fails at once:
+/// it is retried once on a fresh connection, so a database that is back answers the request.
+async fn insert(pool: &PgPool, rows: &[&LogRecord], budget: Duration) -> Result<(), InsertError> {
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut retried = false;
+    loop {
+        match tokio::time::timeout_at(deadline, store::insert_batch(pool, rows)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(err)) if !retried && is_dead_connection(&err) => {
+                tracing::debug!(error = %err, "log insert hit a dead connection; retrying once");
+                retried = true;
+            }
+            Ok(Err(err)) => return Err(err.into()),
+            Err(_) => return Err(InsertError::Timeout(budget)),
+        }
+    }
+}
+
+/// The connection, not the statement, failed: I/O error, or the server ended the session
+/// (SQLSTATE 57P01-57P03 admin shutdown / crash / cannot connect now, class 08 connection exception).
+fn is_dead_connection(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
     }
 }
 

@@ -80,6 +80,26 @@ pub enum FeatureValue {
     Category(String),
 }
 
+/// The `&'static` name of a feature (or of [`super::PRICE_FEATURE`]) given as text, for rows
+/// read back from the spool. A name this build does not know (a spool written by another
+/// version) is leaked once per distinct name: there are only ever a handful.
+pub fn static_name(name: &str) -> &'static str {
+    if name == super::PRICE_FEATURE {
+        return super::PRICE_FEATURE;
+    }
+    if let Some(feature) = Feature::ALL.iter().find(|f| f.name() == name) {
+        return feature.name();
+    }
+    static UNKNOWN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut unknown = UNKNOWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = unknown.iter().find(|n| **n == name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    unknown.push(leaked);
+    leaked
+}
+
 impl Feature {
     /// Every feature, in catalogue order.
     pub const ALL: [Feature; 20] = [

@@ -17,9 +17,17 @@ pub fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
 }
 
-/// Default service settings pointed at the committed models.
+/// Default service settings pointed at the committed models, with a spool directory of the
+/// test's own (under `target/`, so concurrent tests never share one).
 pub fn config() -> AppConfig {
-    AppConfig::with_model_dir(model_dir())
+    let mut config = AppConfig::with_model_dir(model_dir());
+    config.log.spool_dir = fresh_spool_dir();
+    config
+}
+
+/// A new, empty directory for a spool.
+pub fn fresh_spool_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-spool").join(uuid::Uuid::new_v4().to_string())
 }
 
 fn init_logs() {

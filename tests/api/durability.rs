@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use house_price_api::config::LogMode;
+use house_price_api::config::{LogFallback, LogMode};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -36,6 +36,8 @@ async fn bring_database_back(admin: &mut PgConnection, db: &str) {
 async fn when_the_database_is_down_predictions_fail_with_service_unavailable_not_ok(pool: PgPool) {
     let mut config = config();
     config.log.log_mode = LogMode::Durable;
+    // Without the spool: the behaviour before it, and `LOG_FALLBACK=fail`'s now.
+    config.log.log_fallback = LogFallback::Fail;
     let app = TestApp::spawn_with(pool, config).await;
     assert!(app.predict(1500.0, 3, 2.0).await["data"]["predictPrice"]["price"].is_number());
 

@@ -32,6 +32,8 @@ async fn queries_more_complex_than_the_limit_are_refused(pool: PgPool) {
 async fn a_request_over_the_time_budget_fails_with_request_timeout(pool: PgPool) {
     let mut config = config();
     config.limits.request_timeout_ms = 300;
+    // No spool: it would take the stalled batches after LOG_FAILOVER_MS and answer OK.
+    config.log.log_fallback = house_price_api::config::LogFallback::Fail;
     let app = TestApp::spawn_with(pool.clone(), config).await;
     // Stall the log: a transaction holds an exclusive lock on the table the writer inserts into.
     let mut stall = pool.begin().await.unwrap();

@@ -3,6 +3,7 @@
 
 mod common;
 mod durability;
+mod faults;
 mod history;
 mod limits;
 mod models;
