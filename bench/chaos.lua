@@ -1,13 +1,13 @@
--- wrk script for the chaos benchmark: predictPrice like predict.lua (all inputs valid), and
--- every id answered OK is kept, so the script can check each one is in prediction_log.
--- OK_IDS names the file the ids are written to; errors are counted by their extensions.code.
+-- wrk script for the chaos benchmark: predictPrice like predict.lua (all inputs valid). Every id
+-- answered OK is written to the file OK_IDS (line-buffered, so nothing is lost when wrk exits),
+-- and every other answer as `ERR <extensions.code or HTTP status>`, so the benchmark can check
+-- each OK id against prediction_log and count the errors.
 local counter = 0
-ids = {}
-errors = {}
+local out
 
-setup = function(thread)
-  thread:set("ids", {})
-  thread:set("errors", {})
+init = function(args)
+  out = assert(io.open(os.getenv("OK_IDS"), "a"))
+  out:setvbuf("line")
 end
 
 request = function()
@@ -21,24 +21,8 @@ end
 response = function(status, headers, body)
   local id = body:match('"id":"([0-9a-f%-]+)"')
   if id then
-    ids[#ids + 1] = id
+    out:write(id, "\n")
   else
-    local code = body:match('"code":"([A-Z_]+)"') or ("HTTP_" .. status)
-    errors[code] = (errors[code] or 0) + 1
+    out:write("ERR ", body:match('"code":"([A-Z_]+)"') or ("HTTP_" .. status), "\n")
   end
-end
-
-done = function(summary, latency, requests)
-  local file = io.open(os.getenv("OK_IDS"), "a")
-  local ok, failed = 0, {}
-  for _, thread in ipairs(threads) do
-    for _, id in ipairs(thread:get("ids")) do
-      file:write(id, "\n")
-      ok = ok + 1
-    end
-    for code, n in pairs(thread:get("errors")) do failed[code] = (failed[code] or 0) + n end
-  end
-  file:close()
-  io.write(string.format("ok answers: %d\n", ok))
-  for code, n in pairs(failed) do io.write(string.format("errors %s: %d\n", code, n)) end
 end

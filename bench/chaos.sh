@@ -10,6 +10,7 @@
 # Do not run it while cargo is building: the machine has 2 cores and the numbers would be noise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 
 : "${DATABASE_URL:?set DATABASE_URL (make bench-chaos does)}"
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
@@ -19,37 +20,36 @@ AFTER=${CHAOS_AFTER:-15}
 MODES=${CHAOS_MODES:-durable async}
 PORT=${BENCH_PORT:-18001}
 PROXY_PORT=${BENCH_PROXY_PORT:-15433}
-BIN=target/release/house-price-api
 OUT=bench/out/chaos
 mkdir -p "$OUT"
-command -v wrk >/dev/null || { echo "chaos: wrk is required (apt-get install wrk)" >&2; exit 1; }
+ensure_wrk
 [ -x "$BIN" ] || cargo build --release --locked
 
 BENCH_DB=house_price_chaos
-BENCH_URL=${DATABASE_URL%/*}/$BENCH_DB
 PG_HOSTPORT=${DATABASE_URL#*@}; PG_HOSTPORT=${PG_HOSTPORT%%/*}
 PG_HOST=${PG_HOSTPORT%:*}; PG_PORT=${PG_HOSTPORT##*:}
-PROXIED_URL=${BENCH_URL/@$PG_HOSTPORT/@127.0.0.1:$PROXY_PORT}
+
 
 phase() {  # name seconds
   echo "-- $1 (${2}s)"
-  OK_IDS="$OUT/ids.txt" taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${2}s" --timeout 10s --latency \
+  OK_IDS="$OUT/$MODE-$1.ids" taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${2}s" --timeout 10s --latency \
     -s bench/chaos.lua "http://127.0.0.1:$PORT/graphql" > "$OUT/$MODE-$1.txt"
   awk '/Requests\/sec/ {print "   req/s " $2} /^ +50%/ {print "   p50 " $2} /^ +99%/ {print "   p99 " $2}
-       /ok answers|errors / {print "   " $0}' "$OUT/$MODE-$1.txt"
+       /Socket errors|Non-2xx/ {print "   " $0}' "$OUT/$MODE-$1.txt"
+  echo "   OK answers: $(grep -vc '^ERR' "$OUT/$MODE-$1.ids" || true), errors: $(grep -c '^ERR' "$OUT/$MODE-$1.ids" || true) $(grep '^ERR' "$OUT/$MODE-$1.ids" | sort | uniq -c | tr '\n' ' ')"
 }
 
 for MODE in $MODES; do
   echo "== LOG_MODE=$MODE: $CONNECTIONS connections, link cut after ${BEFORE}s for ${CUT}s"
-  psql "$DATABASE_URL" -q -c "drop database if exists $BENCH_DB" -c "create database $BENCH_DB"
-  "$BIN" migrate --database-url "$BENCH_URL" >/dev/null
-  rm -rf "$OUT/spool" "$OUT/ids.txt"
+  BENCH_URL=$(scratch_db $BENCH_DB)
+  PROXIED_URL=${BENCH_URL/@$PG_HOSTPORT/@127.0.0.1:$PROXY_PORT}
+  rm -rf "$OUT/spool" "$OUT/$MODE"-*.ids
   python3 bench/linkproxy.py "$PROXY_PORT" "$PG_HOST" "$PG_PORT" & PROXY=$!
   sleep 0.5
   RUST_LOG=warn LOG_MODE=$MODE SPOOL_DIR="$OUT/spool" MONITOR_INTERVAL_MS=0 taskset -c 0 \
     "$BIN" serve --database-url "$PROXIED_URL" --listen-addr "127.0.0.1:$PORT" & SERVER=$!
   trap 'kill $SERVER $PROXY 2>/dev/null || true' EXIT
-  for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null && break; sleep 0.2; done
+  wait_ready "$PORT"
   phase before "$BEFORE"
   kill -USR1 $PROXY
   phase during-cut "$CUT"
@@ -69,9 +69,10 @@ for MODE in $MODES; do
   kill -TERM $SERVER; wait $SERVER || true
   kill $PROXY 2>/dev/null || true; wait $PROXY 2>/dev/null || true
   trap - EXIT
-  psql "$BENCH_URL" -q -c "create table ok_ids (id uuid)" -c "\\copy ok_ids from '$OUT/ids.txt'"
+  cat "$OUT/$MODE"-*.ids | grep -v '^ERR' > "$OUT/$MODE-ok.txt" || true
+  psql "$BENCH_URL" -q -c "create table ok_ids (id uuid)" -c "\\copy ok_ids from '$OUT/$MODE-ok.txt'"
   missing=$(psql "$BENCH_URL" -At -c "select count(*) from ok_ids o where not exists (select 1 from prediction_log l where l.id = o.id)")
-  answered=$(wc -l < "$OUT/ids.txt")
+  answered=$(wc -l < "$OUT/$MODE-ok.txt")
   python3 - "$restored" "$drained" "${replayed:-0}" "$spooled" <<'PY'
 import sys
 restored, drained, replayed, spooled = map(float, sys.argv[1:])

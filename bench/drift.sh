@@ -10,22 +10,19 @@
 # statement that is also timed: that full scan is what the counters save each report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 
 : "${DATABASE_URL:?set DATABASE_URL (make bench-drift does)}"
 ROWS=${BENCH_ROWS:-1000000}
 PORT=${BENCH_PORT:-18002}
 RUNS=${BENCH_RUNS:-20}
-BIN=target/release/house-price-api
 DB=house_price_drift_bench
-URL=${DATABASE_URL%/*}/$DB
 [ -x "$BIN" ] || cargo build --release --locked
-
-psql "$DATABASE_URL" -q -c "drop database if exists $DB" -c "create database $DB"
-"$BIN" migrate --database-url "$URL" >/dev/null
+URL=$(scratch_db $DB)
 RUST_LOG=warn MONITOR_INTERVAL_MS=0 "$BIN" serve --database-url "$URL" --listen-addr "127.0.0.1:$PORT" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null && break; sleep 0.2; done
+wait_ready "$PORT"
 
 echo "== seeding $ROWS predictions of gradient-boosting@1.0.0 over the last 24 h"
 time psql "$URL" -q -v ON_ERROR_STOP=1 -v rows="$ROWS" <<'SQL'

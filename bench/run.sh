@@ -8,6 +8,7 @@
 # Do not run it while cargo is building: the machine has 2 cores and the numbers would be noise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 
 : "${DATABASE_URL:?set DATABASE_URL (make bench does)}"
 DURATION=${BENCH_DURATION:-20s}
@@ -15,28 +16,21 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 THREADS=${BENCH_THREADS:-1}
 MODE=${LOG_MODE:-durable}
 PORT=${BENCH_PORT:-18000}
-BIN=target/release/house-price-api
 OUT=bench/out
 mkdir -p "$OUT"
 
-command -v wrk >/dev/null || {
-  echo "bench: installing wrk" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null; fi
-}
+ensure_wrk
 [ -x "$BIN" ] || cargo build --release --locked
 
 # A scratch database next to the configured one, so the benchmark never touches real history.
 BENCH_DB=house_price_bench
 MAIN_DB=${DATABASE_URL##*/}
-BENCH_URL=${DATABASE_URL%/*}/$BENCH_DB
-psql "$DATABASE_URL" -q -c "drop database if exists $BENCH_DB" -c "create database $BENCH_DB"
-"$BIN" migrate --database-url "$BENCH_URL" >/dev/null
+BENCH_URL=$(scratch_db $BENCH_DB)
 
 RUST_LOG=warn LOG_MODE=$MODE "$BIN" serve --database-url "$BENCH_URL" --listen-addr "127.0.0.1:$PORT" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null && break; sleep 0.2; done
+wait_ready "$PORT"
 
 run() {
   local name=$1 script=$2 path=$3

@@ -400,7 +400,7 @@ impl LimitsConfig {
     }
 }
 
-/// `train` settings (also what [`crate::model::train::train`] takes).
+/// `train` settings (what the training pipeline takes).
 #[derive(Debug, Clone, Args)]
 pub struct TrainConfig {
     /// Ames CSV to train on.
@@ -423,7 +423,7 @@ pub struct TrainConfig {
     pub only: Vec<String>,
 }
 
-/// `replay` settings (also what [`crate::replay::run`] takes).
+/// `replay` settings (what the replay tool takes).
 #[derive(Debug, Clone, Args)]
 pub struct ReplayConfig {
     /// Base URL of the running service.
@@ -441,9 +441,10 @@ pub struct ReplayConfig {
     /// Holdout fraction.
     #[arg(long, default_value_t = defaults::HOLDOUT_FRACTION)]
     pub holdout_fraction: f64,
-    /// Change a feature of every house: `squareFeet=+30%`, `yearBuilt=-10`, `neighborhood=Gilbert` (repeatable).
+    /// Change a feature of every house: `squareFeet=+30%`, `yearBuilt=-10`, `neighborhood=Gilbert`
+    /// (repeatable; checked against the feature catalogue when the replay starts).
     #[arg(long = "shift")]
-    pub shifts: Vec<crate::replay::Shift>,
+    pub shifts: Vec<String>,
     /// API key with the `outcomes` scope, to record the true prices.
     #[arg(long, env = "REPLAY_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

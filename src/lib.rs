@@ -124,8 +124,15 @@ impl Application {
         let stopping = self.state.shutdown.clone();
         reload_on_sighup(self.state.clone());
         let config = &self.state.config;
+        let state = &self.state;
+        let evaluator = monitoring::evaluator::Evaluator {
+            pool: state.pool.clone(),
+            models: state.models.clone(),
+            alerts: state.alerts.clone(),
+            shutdown: state.shutdown.clone(),
+        };
         monitoring::evaluator::spawn(
-            self.state.clone(),
+            evaluator,
             std::time::Duration::from_millis(config.monitor_interval_ms),
             chrono::TimeDelta::hours(i64::from(config.monitor_window_hours)),
         );

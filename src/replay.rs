@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::config::ReplayConfig;
+use crate::model::dataset::{holdout_split, read_dataset};
 use crate::model::features::FeatureKind;
-use crate::model::train::{holdout_split, read_dataset};
 use crate::model::{Feature, FeatureValue, HouseFeatures};
 
 /// A change applied to one feature of every replayed house.
@@ -157,13 +157,14 @@ async fn post(
 /// Replays the holdout houses, then records their sale prices (with an API key).
 pub async fn run(options: &ReplayConfig) -> anyhow::Result<ReplaySummary> {
     let data = read_dataset(&options.data)?;
+    let shifts: Vec<Shift> = options.shifts.iter().map(|s| s.parse()).collect::<anyhow::Result<_>>()?;
     let (_, holdout) = holdout_split(data.houses.len(), options.holdout_fraction, options.seed);
     let take = options.limit.unwrap_or(holdout.len()).min(holdout.len());
     let houses: Vec<(HouseFeatures, f64)> = holdout[..take]
         .iter()
         .map(|&i| {
             let mut house = data.houses[i].clone();
-            options.shifts.iter().for_each(|s| s.apply(&mut house));
+            shifts.iter().for_each(|s| s.apply(&mut house));
             (house, data.prices[i])
         })
         .collect();

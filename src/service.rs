@@ -194,6 +194,7 @@ impl AppState {
     ///
     /// The outer error is for the request as a whole (unknown model, or the log could not take the
     /// rows: nothing may be answered); the inner results are per item.
+    #[tracing::instrument(name = "predict", skip_all, fields(items = items.len(), model = model.unwrap_or("default")))]
     pub async fn predict(
         &self,
         meta: &RequestMeta,
@@ -269,6 +270,7 @@ impl AppState {
     /// `(item index, raw input)` (an unknown model: one per item; an oversized batch: one for the
     /// request, so a client cannot make the log write more rows than `MAX_BATCH_SIZE`). Returns
     /// the error to answer with, or `SERVICE_UNAVAILABLE` if the rows could not be logged.
+    #[tracing::instrument(name = "reject", skip_all, fields(rows = rows.len()))]
     pub async fn reject(
         &self,
         meta: &RequestMeta,
@@ -309,6 +311,7 @@ impl AppState {
     ///
     /// Reloads are serialised, so events are recorded in the order the sets were installed, and
     /// a new version's reference distributions are stored before it serves its first request.
+    #[tracing::instrument(name = "reload_models", skip(self))]
     pub async fn reload_models(&self, trigger: &str, actor: Option<&str>) -> Result<ReloadOutcome, AppError> {
         let _serialised = self.reloads.lock().await;
         let registry = self.models.clone();

@@ -7,10 +7,10 @@ use uuid::Uuid;
 
 use super::types::{
     BatchPredictionItem, HouseInput, ModelInfo, PageInfo, Prediction, PredictionConnection, PredictionEdge,
-    PredictionFilter, PredictionRecord,
+    PredictionFilter,
 };
 use crate::error::AppError;
-use crate::log::{Cursor, store};
+use crate::log::{Cursor, LogRecord, store};
 use crate::model::events::{self, ModelEvent};
 use crate::model::registry;
 use crate::monitoring::drift::{self, DriftPoint, DriftReport};
@@ -138,8 +138,8 @@ impl QueryRoot {
             let has_next_page = rows.len() > first;
             rows.truncate(first);
             let edges: Vec<PredictionEdge> = rows
-                .iter()
-                .map(|row| PredictionEdge { cursor: Cursor::after(row).encode(), node: row.into() })
+                .into_iter()
+                .map(|row| PredictionEdge { cursor: Cursor::after(&row).encode(), node: row })
                 .collect();
             Ok(PredictionConnection {
                 page_info: PageInfo {
@@ -156,12 +156,12 @@ impl QueryRoot {
     }
 
     /// One log row by id; `NOT_FOUND` if there is none.
-    async fn prediction(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PredictionRecord> {
+    async fn prediction(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<LogRecord> {
         resolve(async {
             let state = data::<AppState>(ctx)?;
             let uuid = Uuid::parse_str(&id).map_err(|_| AppError::invalid("id", "is not a prediction id (UUID)"))?;
             let row = store::find(&state.pool, uuid).await?;
-            row.map(|r| (&r).into()).ok_or_else(|| AppError::NotFound(format!("no prediction with id {uuid}")))
+            row.ok_or_else(|| AppError::NotFound(format!("no prediction with id {uuid}")))
         })
         .await
     }

@@ -1,12 +1,13 @@
 //! GraphQL input and output types. Doc comments here become the descriptions in `schema.graphql`.
 
-use async_graphql::{ID, InputObject, Json, SimpleObject};
+use async_graphql::{ID, InputObject, Json, Object, SimpleObject};
 
 pub use crate::log::HistoryFilter as PredictionFilter;
 use chrono::{DateTime, Utc};
 
 use crate::error::AppError;
 use crate::log::{LogRecord, PredictionStatus};
+use crate::model::card::FeatureSpec;
 use crate::model::{Feature, FeatureValue, HouseFeatures, LoadedModel, ModelSet, Warning};
 
 /// The features of one house to price. The first three are required (the seed service's inputs);
@@ -207,47 +208,6 @@ pub struct LoggedFeatures {
     pub bathrooms: Option<f64>,
 }
 
-/// One row of the prediction log: an accepted or rejected prediction request.
-#[derive(Debug, Clone, SimpleObject)]
-pub struct PredictionRecord {
-    /// Row id (UUIDv7).
-    pub id: ID,
-    /// The HTTP request's `x-request-id`.
-    pub request_id: String,
-    /// Position in a `predictPrices` batch; null for single predictions.
-    pub item_index: Option<i32>,
-    /// When the request was handled.
-    pub created_at: DateTime<Utc>,
-    /// Entry point: `graphql` or `rest:/prever_precos/`.
-    pub route: String,
-    /// GraphQL operation name, if any.
-    pub operation: Option<String>,
-    /// The client's User-Agent.
-    pub client: Option<String>,
-    /// Outcome.
-    pub status: PredictionStatus,
-    /// Typed input features.
-    pub features: LoggedFeatures,
-    /// The input exactly as received.
-    pub raw_input: Json<serde_json::Value>,
-    /// Predicted price in USD (null unless `status` is `OK`).
-    pub price: Option<f64>,
-    /// The model that answered (or would have).
-    pub model: Option<ModelRef>,
-    /// Microseconds spent handling the request before logging.
-    pub latency_us: i64,
-    /// Why it was not priced (null when `status` is `OK`).
-    pub error: Option<PredictionError>,
-    /// Features the model imputed.
-    pub imputed_features: Vec<String>,
-    /// Every feature value the model used, after imputation (null unless `OK`).
-    pub model_features: Option<Json<serde_json::Value>>,
-    /// The shadow model's price for the same input, once scored (null without a shadow model).
-    pub shadow: Option<ShadowPrice>,
-    /// Out-of-range inputs and unseen labels of this request.
-    pub warnings: Vec<Warning>,
-}
-
 /// A shadow (challenger) model's price for a logged prediction.
 #[derive(Debug, Clone, SimpleObject)]
 pub struct ShadowPrice {
@@ -257,37 +217,90 @@ pub struct ShadowPrice {
     pub model: ModelRef,
 }
 
-impl From<&LogRecord> for PredictionRecord {
-    fn from(r: &LogRecord) -> Self {
-        Self {
-            id: ID(r.id.to_string()),
-            request_id: r.request_id.clone(),
-            item_index: r.item_index,
-            created_at: r.created_at,
-            route: r.route.clone(),
-            operation: r.operation.clone(),
-            client: r.client.clone(),
-            status: r.status,
-            features: LoggedFeatures { square_feet: r.square_feet, bedrooms: r.bedrooms, bathrooms: r.bathrooms },
-            raw_input: Json(r.raw_input.clone()),
-            price: r.price,
-            model: model_ref(r),
-            latency_us: r.latency_us,
-            error: r.error_code.as_ref().map(|code| PredictionError {
-                code: code.clone(),
-                field: r.error_field.clone(),
-                message: r.error_message.clone().unwrap_or_default(),
-            }),
-            imputed_features: r.imputed_features.clone(),
-            model_features: r.features.clone().map(Json),
-            warnings: warnings_of(r),
-            shadow: match (r.shadow_price, &r.shadow_model_name, &r.shadow_model_version) {
-                (Some(price), Some(name), Some(version)) => {
-                    Some(ShadowPrice { price, model: ModelRef { name: name.clone(), version: version.clone() } })
-                }
-                _ => None,
-            },
+// The GraphQL view of `LogRecord` (no copy of it: each field reads the row).
+/// One row of the prediction log: an accepted or rejected prediction request.
+#[Object(name = "PredictionRecord")]
+impl LogRecord {
+    /// Row id (UUIDv7).
+    async fn id(&self) -> ID {
+        ID(self.id.to_string())
+    }
+    /// The HTTP request's `x-request-id`.
+    async fn request_id(&self) -> &str {
+        &self.request_id
+    }
+    /// Position in a `predictPrices` batch; null for single predictions.
+    async fn item_index(&self) -> Option<i32> {
+        self.item_index
+    }
+    /// When the request was handled.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+    /// Entry point: `graphql` or `rest:/prever_precos/`.
+    async fn route(&self) -> &str {
+        &self.route
+    }
+    /// GraphQL operation name, if any.
+    async fn operation(&self) -> Option<&str> {
+        self.operation.as_deref()
+    }
+    /// The client's User-Agent.
+    async fn client(&self) -> Option<&str> {
+        self.client.as_deref()
+    }
+    /// Outcome.
+    async fn status(&self) -> PredictionStatus {
+        self.status
+    }
+    /// Typed input features.
+    async fn features(&self) -> LoggedFeatures {
+        LoggedFeatures { square_feet: self.square_feet, bedrooms: self.bedrooms, bathrooms: self.bathrooms }
+    }
+    /// The input exactly as received.
+    async fn raw_input(&self) -> Json<&serde_json::Value> {
+        Json(&self.raw_input)
+    }
+    /// Predicted price in USD (null unless `status` is `OK`).
+    async fn price(&self) -> Option<f64> {
+        self.price
+    }
+    /// The model that answered (or would have).
+    async fn model(&self) -> Option<ModelRef> {
+        model_ref(self)
+    }
+    /// Microseconds spent handling the request before logging.
+    async fn latency_us(&self) -> i64 {
+        self.latency_us
+    }
+    /// Why it was not priced (null when `status` is `OK`).
+    async fn error(&self) -> Option<PredictionError> {
+        self.error_code.as_ref().map(|code| PredictionError {
+            code: code.clone(),
+            field: self.error_field.clone(),
+            message: self.error_message.clone().unwrap_or_default(),
+        })
+    }
+    /// Features the model imputed.
+    async fn imputed_features(&self) -> &[String] {
+        &self.imputed_features
+    }
+    /// Every feature value the model used, after imputation (null unless `OK`).
+    async fn model_features(&self) -> Option<Json<&serde_json::Value>> {
+        self.features.as_ref().map(Json)
+    }
+    /// The shadow model's price for the same input, once scored (null without a shadow model).
+    async fn shadow(&self) -> Option<ShadowPrice> {
+        match (self.shadow_price, &self.shadow_model_name, &self.shadow_model_version) {
+            (Some(price), Some(name), Some(version)) => {
+                Some(ShadowPrice { price, model: ModelRef { name: name.clone(), version: version.clone() } })
+            }
+            _ => None,
         }
+    }
+    /// Out-of-range inputs and unseen labels of this request.
+    async fn warnings(&self) -> Vec<Warning> {
+        warnings_of(self)
     }
 }
 
@@ -310,7 +323,7 @@ pub struct PredictionEdge {
     /// Opaque position of this row.
     pub cursor: String,
     /// The row.
-    pub node: PredictionRecord,
+    pub node: LogRecord,
 }
 
 /// A page of the prediction log, newest first.
@@ -319,36 +332,59 @@ pub struct PredictionConnection {
     /// Rows with cursors.
     pub edges: Vec<PredictionEdge>,
     /// The same rows without cursors.
-    pub nodes: Vec<PredictionRecord>,
+    pub nodes: Vec<LogRecord>,
     /// Pagination state.
     pub page_info: PageInfo,
 }
 
+// The GraphQL view of the card's `FeatureSpec` (no copy of it: each field reads the spec).
 /// A feature a model takes, with what it saw in training.
-#[derive(Debug, Clone, SimpleObject)]
-pub struct FeatureInfo {
+#[Object(name = "FeatureInfo")]
+impl FeatureSpec {
     /// `HouseInput` field name.
-    pub name: String,
+    async fn name(&self) -> &str {
+        &self.name
+    }
     /// `numeric`, `boolean` or `categorical`.
-    pub kind: String,
+    async fn kind(&self) -> String {
+        serde_json::to_value(self.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    }
     /// Whether clients must send it.
-    pub required: bool,
+    async fn required(&self) -> bool {
+        self.required
+    }
     /// How it is derived from the Ames columns.
-    pub source: String,
+    async fn source(&self) -> &str {
+        &self.source
+    }
     /// Unit.
-    pub unit: String,
+    async fn unit(&self) -> &str {
+        &self.unit
+    }
     /// Meaning.
-    pub description: String,
+    async fn description(&self) -> &str {
+        &self.description
+    }
     /// Smallest training value (numeric features).
-    pub min: Option<f64>,
+    async fn min(&self) -> Option<f64> {
+        self.min
+    }
     /// Largest training value (numeric features).
-    pub max: Option<f64>,
+    async fn max(&self) -> Option<f64> {
+        self.max
+    }
     /// Mean training value (numeric features).
-    pub mean: Option<f64>,
+    async fn mean(&self) -> Option<f64> {
+        self.mean
+    }
     /// Accepted labels (categorical features).
-    pub categories: Option<Vec<String>>,
+    async fn categories(&self) -> Option<&[String]> {
+        self.categories.as_deref()
+    }
     /// Value used when the client does not send the feature.
-    pub imputation: Json<serde_json::Value>,
+    async fn imputation(&self) -> Json<serde_json::Value> {
+        Json(serde_json::to_value(&self.imputation).unwrap_or_default())
+    }
 }
 
 /// Holdout metrics of a model.
@@ -397,7 +433,7 @@ pub struct ModelInfo {
     /// Whether it is the shadow model scoring every prediction.
     pub is_shadow: bool,
     /// Input features with training ranges.
-    pub features: Vec<FeatureInfo>,
+    pub features: Vec<FeatureSpec>,
     /// Holdout metrics.
     pub metrics: ModelMetrics,
     /// Holdout metrics when only the three required inputs are sent (the rest imputed): what
@@ -424,26 +460,7 @@ impl ModelInfo {
             algorithm: card.algorithm.clone(),
             is_default,
             is_shadow,
-            features: card
-                .features
-                .iter()
-                .map(|f| FeatureInfo {
-                    name: f.name.clone(),
-                    kind: serde_json::to_value(f.kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                    required: f.required,
-                    source: f.source.clone(),
-                    unit: f.unit.clone(),
-                    description: f.description.clone(),
-                    min: f.min,
-                    max: f.max,
-                    mean: f.mean,
-                    categories: f.categories.clone(),
-                    imputation: Json(serde_json::to_value(&f.imputation).unwrap_or_default()),
-                })
-                .collect(),
+            features: card.features.clone(),
             metrics: ModelMetrics::new(&card.metrics, card),
             required_inputs_metrics: ModelMetrics::new(&card.required_inputs_metrics, card),
             checksum: card.artifact.sha256.clone(),

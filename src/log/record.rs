@@ -112,6 +112,61 @@ fn static_feature_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(&
     Ok(bins.into_iter().map(|(name, bin)| (crate::model::features::static_name(&name), bin)).collect())
 }
 
+/// The columns of `prediction_log` the writer inserts, in one list: the insert statement, its
+/// `unnest` types and the history `SELECT` are all generated from it (see `store.rs`), so adding a
+/// column is a migration, a line here (plus the field above), and filling it in `service.rs`.
+/// A test compares this list with the table: a forgotten step fails it.
+macro_rules! inserted_columns {
+    ($( $column:ident: $pg_type:literal => |$row:ident| $value:expr ),* $(,)?) => {
+        /// `(column, element type of its unnest array)`, in insert order.
+        pub const INSERTED_COLUMNS: &[(&str, &str)] = &[$((stringify!($column), $pg_type)),*];
+
+        /// Binds one array per inserted column, in [`INSERTED_COLUMNS`] order.
+        pub(crate) fn bind_inserted<'q>(
+            mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+            rows: &[&'q LogRecord],
+        ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+            $( query = query.bind(rows.iter().map(|$row| $value).collect::<Vec<_>>()); )*
+            query
+        }
+    };
+}
+
+inserted_columns! {
+    id: "uuid" => |r| r.id,
+    request_id: "text" => |r| r.request_id.as_str(),
+    item_index: "int4" => |r| r.item_index,
+    created_at: "timestamptz" => |r| r.created_at,
+    route: "text" => |r| r.route.as_str(),
+    operation: "text" => |r| r.operation.as_deref(),
+    client: "text" => |r| r.client.as_deref(),
+    status: "text" => |r| r.status.as_str(),
+    error_code: "text" => |r| r.error_code.as_deref(),
+    error_field: "text" => |r| r.error_field.as_deref(),
+    error_message: "text" => |r| r.error_message.as_deref(),
+    square_feet: "float8" => |r| r.square_feet,
+    bedrooms: "int4" => |r| r.bedrooms,
+    bathrooms: "float8" => |r| r.bathrooms,
+    raw_input: "jsonb" => |r| &r.raw_input,
+    price: "float8" => |r| r.price,
+    model_name: "text" => |r| r.model_name.as_deref(),
+    model_version: "text" => |r| r.model_version.as_deref(),
+    latency_us: "int8" => |r| r.latency_us,
+    // text[][] cannot be unnested row-wise: each row's list travels as one comma-separated
+    // string (feature names have no commas), split back by the insert.
+    imputed_features: "text" => |r| r.imputed_features.join(","),
+    features: "jsonb" => |r| r.features.as_ref(),
+    warnings: "jsonb" => |r| &r.warnings,
+}
+
+/// Columns of `prediction_log` written by other statements or by the database itself; with
+/// [`INSERTED_COLUMNS`], every column of the table.
+pub const OTHER_COLUMNS: &[&str] =
+    &["logged_at", "shadow_price", "shadow_model_name", "shadow_model_version", "shadow_scored_at"];
+
+/// Columns the history reads ([`LogRecord`]'s `FromRow`): the inserted ones and the shadow price.
+pub const SELECTED_SHADOW_COLUMNS: &[&str] = &["shadow_price", "shadow_model_name", "shadow_model_version"];
+
 /// Replaces U+0000, which PostgreSQL text and jsonb reject, with U+FFFD.
 pub fn without_nul_str(s: String) -> String {
     if s.contains('\0') { s.replace('\0', "\u{FFFD}") } else { s }

@@ -40,6 +40,9 @@ pub const FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 12;
 /// Length + checksum in front of each payload.
 const RECORD_OVERHEAD: usize = 8;
+/// A segment is closed once it holds this much, so replay reads (and holds in memory) one
+/// bounded file at a time, and deletes the replayed part of a long outage as it goes.
+const SEGMENT_TARGET_BYTES: u64 = 4 << 20;
 
 /// Why a batch could not be spooled.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +182,10 @@ impl Spool {
         let payload = serde_json::to_vec(rows)?;
         let record_len = (RECORD_OVERHEAD + payload.len()) as u64;
         let mut state = self.lock();
+        if state.active.as_ref().is_some_and(|a| a.segment.bytes >= SEGMENT_TARGET_BYTES) {
+            let full = state.active.take().expect("checked above");
+            state.sealed.push_back(full.segment);
+        }
         let bytes = backlog_bytes(&state);
         let new_segment = if state.active.is_none() { HEADER_LEN as u64 } else { 0 };
         if bytes + record_len + new_segment > self.max_bytes {

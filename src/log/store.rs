@@ -4,10 +4,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::DurationRound;
 use chrono::{DateTime, Datelike, Utc};
+use std::sync::LazyLock;
+
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::record::{LogRecord, PredictionStatus};
+use super::record::{INSERTED_COLUMNS, LogRecord, PredictionStatus, SELECTED_SHADOW_COLUMNS, bind_inserted};
 use crate::error::AppError;
 
 /// Inserts all rows and adds their drift bins to the hourly `drift_counts`, in one statement
@@ -17,79 +19,64 @@ use crate::error::AppError;
 ///
 /// Only rows actually inserted are counted: a retried batch whose first commit did succeed inserts
 /// nothing the second time, and so counts nothing twice.
+#[tracing::instrument(name = "log.insert_batch", skip_all, fields(rows = rows.len()))]
 pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()> {
-    macro_rules! column {
-        ($field:ident) => {
-            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
-        };
-    }
     let bins = DriftBins::of(rows);
-    sqlx::query(
+    let query = sqlx::query(sqlx::AssertSqlSafe(INSERT_SQL.as_str()));
+    bind_inserted(query, rows)
+        .bind(bins.ids)
+        .bind(bins.hours)
+        .bind(bins.names)
+        .bind(bins.versions)
+        .bind(bins.features)
+        .bind(bins.bins)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The insert, generated once from [`INSERTED_COLUMNS`] (constants only: no client text).
+static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
+    let names: Vec<&str> = INSERTED_COLUMNS.iter().map(|(name, _)| *name).collect();
+    let selected: Vec<String> = INSERTED_COLUMNS
+        .iter()
+        .map(|(name, _)| match *name {
+            "imputed_features" => "string_to_array(imputed_features, ',')".to_owned(),
+            name => name.to_owned(),
+        })
+        .collect();
+    let arrays: Vec<String> =
+        INSERTED_COLUMNS.iter().enumerate().map(|(i, (_, pg_type))| format!("${}::{pg_type}[]", i + 1)).collect();
+    let b = INSERTED_COLUMNS.len();
+    format!(
         "with inserted as (
-             insert into prediction_log (
-                 id, request_id, item_index, created_at, route, operation, client, status,
-                 error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
-                 raw_input, price, model_name, model_version, latency_us, imputed_features, features, warnings)
-             select id, request_id, item_index, created_at, route, operation, client, status,
-                 error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
-                 raw_input, price, model_name, model_version, latency_us,
-                 -- text[][] cannot be unnested row-wise, so each row's list travels as one
-                 -- comma-separated string (feature names have no commas).
-                 string_to_array(imputed, ','), features, warnings
-             from unnest(
-                 $1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
-                 $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::int4[],
-                 $14::float8[], $15::jsonb[], $16::float8[], $17::text[], $18::text[], $19::int8[],
-                 $20::text[], $21::jsonb[], $22::jsonb[])
-               as t(id, request_id, item_index, created_at, route, operation, client, status,
-                 error_code, error_field, error_message, square_feet, bedrooms, bathrooms,
-                 raw_input, price, model_name, model_version, latency_us, imputed, features, warnings)
+             insert into prediction_log ({names})
+             select {selected}
+             from unnest({arrays}) as t({names})
              -- A retried batch whose first commit did succeed must not fail on its own rows.
              on conflict (id) do nothing
              returning id
          )
          insert into drift_counts (hour, model_name, model_version, feature, bin, n)
          select b.hour, b.model_name, b.model_version, b.feature, b.bin, count(*)
-           from unnest($23::uuid[], $24::timestamptz[], $25::text[], $26::text[], $27::text[], $28::int4[])
+           from unnest(${b1}::uuid[], ${b2}::timestamptz[], ${b3}::text[], ${b4}::text[], ${b5}::text[], ${b6}::int4[])
                   as b(id, hour, model_name, model_version, feature, bin)
            join inserted using (id)
           group by 1, 2, 3, 4, 5
           -- A fixed lock order: concurrent upserts of the same counters cannot deadlock.
           order by 2, 3, 1, 4, 5
          on conflict (model_name, model_version, hour, feature, bin) do update set n = drift_counts.n + excluded.n",
+        names = names.join(", "),
+        selected = selected.join(", "),
+        arrays = arrays.join(", "),
+        b1 = b + 1,
+        b2 = b + 2,
+        b3 = b + 3,
+        b4 = b + 4,
+        b5 = b + 5,
+        b6 = b + 6,
     )
-    .bind(column!(id))
-    .bind(column!(request_id))
-    .bind(column!(item_index))
-    .bind(column!(created_at))
-    .bind(column!(route))
-    .bind(column!(operation))
-    .bind(column!(client))
-    .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-    .bind(column!(error_code))
-    .bind(column!(error_field))
-    .bind(column!(error_message))
-    .bind(column!(square_feet))
-    .bind(column!(bedrooms))
-    .bind(column!(bathrooms))
-    .bind(column!(raw_input))
-    .bind(column!(price))
-    .bind(column!(model_name))
-    .bind(column!(model_version))
-    .bind(column!(latency_us))
-    .bind(rows.iter().map(|r| r.imputed_features.join(",")).collect::<Vec<_>>())
-    .bind(column!(features))
-    .bind(column!(warnings))
-    .bind(bins.ids)
-    .bind(bins.hours)
-    .bind(bins.names)
-    .bind(bins.versions)
-    .bind(bins.features)
-    .bind(bins.bins)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
+});
 
 /// The drift bins of a batch's accepted rows, one entry per (row, feature), as unnest columns.
 #[derive(Default)]
@@ -121,13 +108,15 @@ impl<'a> DriftBins<'a> {
     }
 }
 
-const SELECT_COLUMNS: &str = "select id, request_id, item_index, created_at, route, operation, client, status,
-        error_code, error_field, error_message, square_feet, bedrooms, bathrooms, raw_input, price,
-        model_name, model_version, latency_us, imputed_features, features,
-        shadow_price, shadow_model_name, shadow_model_version, warnings
-   from prediction_log";
+/// `select <every column LogRecord reads> from prediction_log`, from the same column list.
+static SELECT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    let columns: Vec<&str> =
+        INSERTED_COLUMNS.iter().map(|(name, _)| *name).chain(SELECTED_SHADOW_COLUMNS.iter().copied()).collect();
+    format!("select {} from prediction_log", columns.join(", "))
+});
 
 /// Records shadow prices for committed rows (one statement per batch).
+#[tracing::instrument(name = "log.set_shadow_prices", skip_all, fields(rows = ids.len()))]
 pub async fn set_shadow_prices(
     pool: &PgPool,
     ids: &[Uuid],
@@ -151,8 +140,9 @@ pub async fn set_shadow_prices(
 }
 
 /// One row by id.
+#[tracing::instrument(name = "log.find", skip(pool))]
 pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<LogRecord>> {
-    let mut query = QueryBuilder::<Postgres>::new(SELECT_COLUMNS);
+    let mut query = QueryBuilder::<Postgres>::new(SELECT_COLUMNS.as_str());
     query.push(" where id = ").push_bind(id);
     query.build_query_as().fetch_optional(pool).await
 }
@@ -230,13 +220,14 @@ pub fn check_time(field: impl Into<String>, t: Option<DateTime<Utc>>) -> Result<
 /// Up to `limit` rows matching `filter`, newest first, strictly after `after`.
 /// Keyset pagination: the index on (created_at desc, id desc) serves it at any depth, and rows
 /// inserted meanwhile never shift a page (no duplicates, no gaps), unlike OFFSET.
+#[tracing::instrument(name = "log.list", skip_all, fields(limit = limit))]
 pub async fn list(
     pool: &PgPool,
     filter: &HistoryFilter,
     after: Option<Cursor>,
     limit: usize,
 ) -> sqlx::Result<Vec<LogRecord>> {
-    let mut query = QueryBuilder::<Postgres>::new(SELECT_COLUMNS);
+    let mut query = QueryBuilder::<Postgres>::new(SELECT_COLUMNS.as_str());
     query.push(" where true");
     if let Some(from) = filter.from {
         query.push(" and created_at >= ").push_bind(from);

@@ -185,6 +185,7 @@ impl LogWriter {
 
     /// Logs `records`. Durable mode: returns once they are committed (or spooled). Async mode:
     /// once queued.
+    #[tracing::instrument(name = "log.submit", skip_all, fields(rows = records.len()))]
     pub async fn submit(&self, records: Vec<LogRecord>) -> Result<(), LogError> {
         let inner = &self.inner;
         let n = records.len();
@@ -334,6 +335,7 @@ impl Task {
         tracing::info!("log writer stopped");
     }
 
+    #[tracing::instrument(name = "log.flush", skip_all, fields(jobs = batch.len()))]
     async fn flush(&self, batch: Vec<Job>) {
         if self.spool.is_some() && self.spooling.load(Ordering::Acquire) {
             return self.spool_jobs(batch).await;
@@ -374,6 +376,7 @@ impl Task {
 
     /// Appends the jobs' rows to the spool (fsynced) and answers their requests OK; if the spool
     /// cannot take them, the requests get `SpoolUnavailable` (async rows are counted as dropped).
+    #[tracing::instrument(name = "log.spool", skip_all, fields(jobs = batch.len()))]
     async fn spool_jobs(&self, mut batch: Vec<Job>) {
         let spool = self.spool.clone().expect("only called with a spool");
         let records: Vec<LogRecord> = batch.iter_mut().flat_map(|job| std::mem::take(&mut job.records)).collect();
@@ -525,6 +528,7 @@ impl Task {
     }
 
     /// Writes one chunk of spooled rows, then publishes them.
+    #[tracing::instrument(name = "log.replay_chunk", skip_all, fields(rows = rows.len()))]
     async fn replay_chunk(&self, rows: Vec<LogRecord>) -> Result<(), InsertError> {
         let refs: Vec<&LogRecord> = rows.iter().collect();
         match insert(&self.pool, &refs, INSERT_TIMEOUT).await {

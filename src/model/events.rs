@@ -69,6 +69,7 @@ pub async fn record(
 }
 
 /// The newest `limit` events, newest first.
+#[tracing::instrument(name = "model_events.recent", skip(pool))]
 pub async fn recent(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<ModelEvent>> {
     sqlx::query_as(
         "select id, occurred_at, event, trigger, actor, models, added, removed, default_model, shadow_model, error

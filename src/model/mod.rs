@@ -3,6 +3,7 @@
 
 pub mod artifact;
 pub mod card;
+pub mod dataset;
 pub mod events;
 pub mod features;
 pub mod registry;

@@ -259,6 +259,7 @@ pub fn feature_drift(feature: &str, reference: &Distribution, live: Option<&BTre
 }
 
 /// The drift report of `model` over `[from, to)`.
+#[tracing::instrument(name = "drift.report", skip_all, fields(model = %model.id()))]
 pub async fn report(
     pool: &PgPool,
     model: &LoadedModel,
@@ -301,6 +302,7 @@ pub struct DriftPoint {
 
 /// Daily PSI of every feature of `model` over the days `[from, to)` touches, oldest first: the
 /// `v_drift_psi_daily` view, so the API, the dashboard and SQL agree.
+#[tracing::instrument(name = "drift.history", skip_all, fields(model = %model.id()))]
 pub async fn history(
     pool: &PgPool,
     model: &LoadedModel,

@@ -4,6 +4,7 @@
 //! changes to WARN or DRIFT.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::SimpleObject;
@@ -14,8 +15,7 @@ use tokio::sync::broadcast;
 use super::drift::{self, DriftStatus};
 use super::performance::{self, Bucket};
 use super::reports;
-use crate::model::LoadedModel;
-use crate::service::AppState;
+use crate::model::{LoadedModel, ModelRegistry};
 
 /// A feature whose drift status changed to WARN or DRIFT.
 #[derive(Debug, Clone, Serialize, SimpleObject)]
@@ -44,8 +44,22 @@ pub fn alert_channel() -> broadcast::Sender<DriftAlert> {
     broadcast::channel(256).0
 }
 
+/// What the evaluator works with: handed down by the application, so monitoring does not
+/// depend on the layer above it.
+#[derive(Clone)]
+pub struct Evaluator {
+    /// The log and the report table.
+    pub pool: sqlx::PgPool,
+    /// The models to evaluate (the set serving at each run).
+    pub models: Arc<ModelRegistry>,
+    /// Where alerts go (the `driftAlert` subscription).
+    pub alerts: broadcast::Sender<DriftAlert>,
+    /// Cancelled at shutdown.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
 /// Starts the evaluator unless `interval` is zero. Stops with the server.
-pub fn spawn(state: AppState, interval: Duration, window: TimeDelta) {
+pub fn spawn(state: Evaluator, interval: Duration, window: TimeDelta) {
     if interval.is_zero() {
         tracing::info!("monitoring evaluator is off (MONITOR_INTERVAL_MS=0)");
         return;
@@ -67,7 +81,7 @@ pub fn spawn(state: AppState, interval: Duration, window: TimeDelta) {
 /// One evaluation of every loaded model version; returns the alerts it raised. A model whose
 /// evaluation fails is logged and skipped: one model's failure must not hide the others.
 pub async fn evaluate(
-    state: &AppState,
+    state: &Evaluator,
     window: TimeDelta,
     previous: &mut HashMap<(String, String, String), DriftStatus>,
 ) -> Vec<DriftAlert> {
@@ -86,7 +100,7 @@ pub async fn evaluate(
 }
 
 async fn evaluate_model(
-    state: &AppState,
+    state: &Evaluator,
     model: &LoadedModel,
     from: DateTime<Utc>,
     to: DateTime<Utc>,

@@ -50,6 +50,7 @@ pub struct NewOutcome {
 
 /// Records `items`, each succeeding or failing on its own; `field` names an item in errors
 /// (e.g. `|i| format!("outcomes[{i}]")`).
+#[tracing::instrument(name = "outcomes.record", skip_all, fields(items = items.len()))]
 pub async fn record(
     pool: &PgPool,
     items: &[NewOutcome],

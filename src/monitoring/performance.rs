@@ -48,6 +48,7 @@ pub struct PerformanceBucket {
 
 /// Accuracy of model `name` (optionally one `version`) over `[from, to)` per bucket, oldest first.
 /// The same formulas as the `v_performance_daily` view.
+#[tracing::instrument(name = "performance.buckets", skip(pool))]
 pub async fn buckets(
     pool: &PgPool,
     name: &str,

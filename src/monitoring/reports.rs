@@ -30,6 +30,7 @@ pub struct MonitoringReport {
 }
 
 /// Stores one evaluation; `status` is the worst over the features and the prediction.
+#[tracing::instrument(name = "reports.insert", skip_all, fields(model = %report.model_name))]
 pub async fn insert(
     pool: &PgPool,
     report: &DriftReport,
@@ -56,6 +57,7 @@ type ReportRow = (i64, DateTime<Utc>, String, String, String, DateTime<Utc>, Dat
 
 /// Up to `limit` WARN/DRIFT reports of model `name` (one `version`, or all) evaluated in
 /// `[from, to)`, newest first.
+#[tracing::instrument(name = "reports.alerts", skip(pool))]
 pub async fn alerts(
     pool: &PgPool,
     name: &str,

@@ -25,7 +25,7 @@ pub(crate) async fn run_replay(app: &TestApp, shifts: &[&str]) -> ReplaySummary 
         data: "data/ames_housing.csv".into(),
         seed: 42,
         holdout_fraction: 0.2,
-        shifts: shifts.iter().map(|s| s.parse().unwrap()).collect(),
+        shifts: shifts.iter().map(|s| (*s).to_owned()).collect(),
         api_key: Some(LABELLER.into()),
         batch: 50,
         limit: None,

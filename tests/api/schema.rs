@@ -60,3 +60,25 @@ async fn every_table_view_and_column_has_a_catalog_comment(pool: sqlx::PgPool) {
     .unwrap();
     assert!(missing.is_empty(), "add `comment on` statements in a new migration for: {missing:?}");
 }
+
+#[sqlx::test]
+async fn the_log_column_list_covers_every_column_of_prediction_log(pool: sqlx::PgPool) {
+    use house_price_api::log::record::{INSERTED_COLUMNS, OTHER_COLUMNS};
+    let table: std::collections::BTreeSet<String> = sqlx::query_scalar(
+        "select column_name::text from information_schema.columns where table_name = 'prediction_log'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let listed: std::collections::BTreeSet<String> = INSERTED_COLUMNS
+        .iter()
+        .map(|(c, _)| (*c).to_owned())
+        .chain(OTHER_COLUMNS.iter().map(|c| (*c).to_owned()))
+        .collect();
+    assert_eq!(
+        table, listed,
+        "a column was added to the table or to src/log/record.rs (INSERTED_COLUMNS / OTHER_COLUMNS) but not to both"
+    );
+}
