@@ -12,7 +12,6 @@ fn main() {
         .split("[[package]]")
         .find(|block| block.contains("name = \"smartcore\""))
         .and_then(|block| block.lines().find_map(|l| l.strip_prefix("version = \"")))
-        .map(|v| v.trim_end_matches('"').to_owned())
-        .unwrap_or_else(|| "unknown".to_owned());
+        .map_or_else(|| "unknown".to_owned(), |v| v.trim_end_matches('"').to_owned());
     println!("cargo:rustc-env=SMARTCORE_VERSION={version}");
 }

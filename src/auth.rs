@@ -53,8 +53,7 @@ impl ApiKeys {
             };
             if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
                 anyhow::bail!(
-                    "API_KEYS entry {:.12}… is not a sha256 hex digest (use `house-price-api hash-key`)",
-                    digest
+                    "API_KEYS entry {digest:.12}… is not a sha256 hex digest (use `house-price-api hash-key`)"
                 );
             }
             let scopes = scopes

@@ -164,7 +164,9 @@ pub async fn run(options: &ReplayConfig) -> anyhow::Result<ReplaySummary> {
         .iter()
         .map(|&i| {
             let mut house = data.houses[i].clone();
-            shifts.iter().for_each(|s| s.apply(&mut house));
+            for shift in &shifts {
+                shift.apply(&mut house);
+            }
             (house, data.prices[i])
         })
         .collect();

@@ -192,6 +192,8 @@ impl Extension for QueryLimitsExtension {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write;
+
     use async_graphql::parser::parse_query;
 
     use super::*;
@@ -237,7 +239,7 @@ mod tests {
         // Each level spreads the next twice: 2^40 paths, measured once per fragment.
         let mut doc = String::from("{ a { ...F0 } }");
         for i in 0..40 {
-            doc.push_str(&format!(" fragment F{i} on T {{ x: b {{ ...F{n} }} y: b {{ ...F{n} }} }}", n = i + 1));
+            write!(doc, " fragment F{i} on T {{ x: b {{ ...F{n} }} y: b {{ ...F{n} }} }}", n = i + 1).unwrap();
         }
         doc.push_str(" fragment F40 on T { c }");
         assert_eq!(depths(&doc).query, 42);

@@ -48,28 +48,24 @@ fn body(data: Cow<'static, [u8]>) -> Body {
 
 /// A page (`graphiql.html`, `dashboard.html`, `index.html`).
 pub fn page(name: &str) -> Response {
-    match WebDist::get(name) {
-        Some(file) => (
+    if let Some(file) = WebDist::get(name) {
+        (
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
                 (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             ],
             body(file.data),
         )
-            .into_response(),
-        None => {
-            tracing::error!(
-                page = name,
-                "the web pages are not in this binary: build them with `make web`, then rebuild"
-            );
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
-                "The web pages were not built into this binary. Run `make web` (npm ci and the esbuild \
-                 build in web/), then rebuild the server; `make run` does both.\n",
-            )
-                .into_response()
-        }
+            .into_response()
+    } else {
+        tracing::error!(page = name, "the web pages are not in this binary: build them with `make web`, then rebuild");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
+            "The web pages were not built into this binary. Run `make web` (npm ci and the esbuild \
+             build in web/), then rebuild the server; `make run` does both.\n",
+        )
+            .into_response()
     }
 }
 

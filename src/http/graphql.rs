@@ -63,8 +63,7 @@ fn accepted(headers: &HeaderMap) -> Option<Vec<(String, f32)>> {
             let mut parts = range.split(';');
             let media = parts.next()?.trim().to_ascii_lowercase();
             let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()))
-                .next()
+                .find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()))
                 .unwrap_or(1.0);
             (!media.is_empty()).then_some((media, q))
         })
@@ -283,18 +282,17 @@ async fn execute(
         BatchRequest::Single(req) => (BatchRequest::Single(attach(req)), false),
         BatchRequest::Batch(reqs) => (BatchRequest::Batch(reqs.into_iter().map(attach).collect()), true),
     };
-    let response = match tokio::time::timeout(timeout, s.schema.execute_batch(batch)).await {
-        Ok(response) => response,
-        Err(_) => {
-            // Errors raised here, outside the schema, name the request id too (the schema's own
-            // errors get it from `RequestContext`), so a client can always quote it.
-            let timed_out = || {
-                let err = AppError::Timeout(timeout.as_millis() as u64).into_server_error();
-                with_request_id(GqlResponse::from_errors(vec![err]), Some(&meta.request_id))
-            };
-            // An array request gets an array back, even when it timed out as a whole.
-            if is_array { BatchResponse::Batch(vec![timed_out()]) } else { BatchResponse::Single(timed_out()) }
-        }
+    let response = if let Ok(response) = tokio::time::timeout(timeout, s.schema.execute_batch(batch)).await {
+        response
+    } else {
+        // Errors raised here, outside the schema, name the request id too (the schema's own
+        // errors get it from `RequestContext`), so a client can always quote it.
+        let timed_out = || {
+            let err = AppError::Timeout(timeout.as_millis() as u64).into_server_error();
+            with_request_id(GqlResponse::from_errors(vec![err]), Some(&meta.request_id))
+        };
+        // An array request gets an array back, even when it timed out as a whole.
+        if is_array { BatchResponse::Batch(vec![timed_out()]) } else { BatchResponse::Single(timed_out()) }
     };
     respond(response, media)
 }
@@ -356,7 +354,7 @@ fn respond(response: BatchResponse, media: MediaType) -> Response {
     *http.status_mut() = status;
     http.headers_mut().insert(header::CONTENT_TYPE, media.content_type());
     if let BatchResponse::Single(single) = &response {
-        for (name, value) in single.http_headers.iter() {
+        for (name, value) in &single.http_headers {
             http.headers_mut().append(name, value.clone());
         }
     }

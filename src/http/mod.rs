@@ -82,7 +82,7 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// replaces it everywhere (header, span, row) instead of the row and the echo disagreeing.
 fn drop_unusable_request_id<B>(mut req: Request<B>) -> Request<B> {
     let unusable = req.headers().get("x-request-id").is_some_and(|v| {
-        v.len() > MAX_REQUEST_ID_LEN || v.is_empty() || !v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        v.len() > MAX_REQUEST_ID_LEN || v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_graphic)
     });
     if unusable {
         req.headers_mut().remove("x-request-id");
@@ -120,7 +120,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 fn request_meta(headers: &HeaderMap, route: Route) -> RequestMeta {
     // SetRequestIdLayer guarantees the header; the fallback only guards a misconfigured router.
     let request_id =
-        header_str(headers, "x-request-id").map(str::to_owned).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        header_str(headers, "x-request-id").map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let client = header_str(headers, header::USER_AGENT.as_str()).map(str::to_owned);
     RequestMeta::new(request_id, route, client)
 }

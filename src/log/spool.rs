@@ -143,7 +143,7 @@ impl Spool {
             let Some(seq) = segment_seq(&path) else { continue };
             let content = read_segment(&path)?;
             let metadata = fs::metadata(&path)?;
-            let modified = metadata.modified().map(DateTime::<Utc>::from).unwrap_or_else(|_| Utc::now());
+            let modified = metadata.modified().map_or_else(|_| Utc::now(), DateTime::<Utc>::from);
             sealed.push(Segment {
                 seq,
                 bytes: metadata.len(),

@@ -597,7 +597,9 @@ impl Task {
             match insert(&self.pool, &rows, INSERT_TIMEOUT).await {
                 Ok(()) => {
                     drop(rows);
-                    jobs.into_iter().for_each(|job| self.committed(job));
+                    for job in jobs {
+                        self.committed(job);
+                    }
                     return;
                 }
                 Err(err) => tracing::warn!(error = %err, rows = rows.len(), "prediction log retry failed"),

@@ -174,7 +174,7 @@ impl Encoder {
             };
             match (column, &value) {
                 (Column::Numeric { log1p, .. }, FeatureValue::Number(x)) => {
-                    row.push(if *log1p { x.max(0.0).ln_1p() } else { *x })
+                    row.push(if *log1p { x.max(0.0).ln_1p() } else { *x });
                 }
                 (Column::OneHot { levels, .. }, FeatureValue::Category(label)) => {
                     row.extend(levels.iter().map(|level| if level == label { 1.0 } else { 0.0 }));

@@ -1,6 +1,8 @@
 //! The model card: everything a user (or the server) needs to know about one trained model version,
 //! stored as `card.json` next to the artifact.
 
+use std::fmt::Write as _;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -245,10 +247,11 @@ pub fn markdown_table(cards: &[ModelCard]) -> String {
         } else {
             format!("{} (3 required, {} optional)", c.features.len(), c.features.len() - 3)
         };
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.4} | {:.4} | {:.4} |\n",
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.4} | {:.4} | {:.4} |",
             c.name, c.version, c.algorithm, features, m.mae, m.rmse, m.rmsle, m.r2, c.required_inputs_metrics.r2
-        ));
+        );
     }
     out
 }

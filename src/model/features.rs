@@ -84,13 +84,13 @@ pub enum FeatureValue {
 /// read back from the spool. A name this build does not know (a spool written by another
 /// version) is leaked once per distinct name: there are only ever a handful.
 pub fn static_name(name: &str) -> &'static str {
+    static UNKNOWN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
     if name == super::PRICE_FEATURE {
         return super::PRICE_FEATURE;
     }
     if let Some(feature) = Feature::ALL.iter().find(|f| f.name() == name) {
         return feature.name();
     }
-    static UNKNOWN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
     let mut unknown = UNKNOWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(known) = unknown.iter().find(|n| **n == name) {
         return known;
@@ -297,7 +297,7 @@ pub struct HouseFeatures {
 impl HouseFeatures {
     /// A house with only the three required inputs.
     pub fn new(square_feet: f64, bedrooms: i64, bathrooms: f64) -> Self {
-        Self { square_feet, bedrooms, bathrooms, optional: Default::default() }
+        Self { square_feet, bedrooms, bathrooms, optional: std::collections::BTreeMap::default() }
     }
 
     /// Sets an optional feature (builder style).

@@ -162,7 +162,7 @@ pub fn reference_bins(values: &[f64]) -> Distribution {
     grid.extend(edges.iter().copied());
     grid.push(max);
     let means = (0..counts.len())
-        .map(|b| if counts[b] > 0 { sums[b] / counts[b] as f64 } else { (grid[b] + grid[b + 1]) / 2.0 })
+        .map(|b| if counts[b] > 0 { sums[b] / counts[b] as f64 } else { f64::midpoint(grid[b], grid[b + 1]) })
         .collect();
     Distribution::Bins { edges, counts, min, max, std, means }
 }

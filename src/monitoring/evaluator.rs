@@ -92,7 +92,7 @@ pub async fn evaluate(
         match evaluate_model(state, model, from, to, previous).await {
             Ok(raised) => alerts.extend(raised),
             Err(err) => {
-                tracing::warn!(model = %model.id(), error = %format!("{err:#}"), "monitoring evaluation failed")
+                tracing::warn!(model = %model.id(), error = %format!("{err:#}"), "monitoring evaluation failed");
             }
         }
     }

@@ -62,20 +62,20 @@ pub async fn record(
         match Uuid::parse_str(&item.prediction_id) {
             Err(_) => {
                 results[i] =
-                    Some(Err(AppError::invalid(format!("{}.predictionId", field(i)), "is not a prediction id")))
+                    Some(Err(AppError::invalid(format!("{}.predictionId", field(i)), "is not a prediction id")));
             }
             // Two values for one prediction in one call would make "which one counts" ambiguous.
             Ok(id) if ids.iter().any(|(_, seen)| *seen == id) => {
                 results[i] = Some(Err(AppError::invalid(
                     format!("{}.predictionId", field(i)),
                     format!("prediction {id} appears more than once in this call"),
-                )))
+                )));
             }
             Ok(_) if !(item.actual_price.is_finite() && item.actual_price > 0.0) => {
                 results[i] = Some(Err(AppError::invalid(
                     format!("{}.actualPrice", field(i)),
                     format!("must be a positive number of dollars, got {}", item.actual_price),
-                )))
+                )));
             }
             Ok(id) => match store::check_time(format!("{}.observedAt", field(i)), item.observed_at) {
                 Ok(()) => ids.push((i, id)),
@@ -132,7 +132,7 @@ pub async fn record(
                 results[i] = Some(Err(AppError::invalid(
                     format!("{}.predictionId", field(i)),
                     format!("prediction {id} was not priced (status {status}); it cannot have an outcome"),
-                )))
+                )));
             }
         }
     }

@@ -39,7 +39,7 @@ pub fn jensen_shannon_distance(reference: &[u64], live: &[u64]) -> f64 {
     };
     let (p, q) = (shares(reference), shares(live));
     let m: Vec<f64> = p.iter().zip(&q).map(|(a, b)| (a + b) / 2.0).collect();
-    ((kl(&p, &m) + kl(&q, &m)) / 2.0).max(0.0).sqrt()
+    f64::midpoint(kl(&p, &m), kl(&q, &m)).max(0.0).sqrt()
 }
 
 /// Two-sample Kolmogorov-Smirnov on binned data: the largest gap between the cumulative shares
@@ -67,7 +67,7 @@ pub fn kolmogorov_survival(x: f64) -> f64 {
         let k = (2.0 * std::f64::consts::PI).sqrt() / x;
         let s: f64 = (1..=50)
             .map(|j| {
-                let odd = (2 * j - 1) as f64;
+                let odd = f64::from(2 * j - 1);
                 (-(odd * odd) * std::f64::consts::PI.powi(2) / (8.0 * x * x)).exp()
             })
             .sum();
@@ -75,7 +75,7 @@ pub fn kolmogorov_survival(x: f64) -> f64 {
     } else {
         let s: f64 = (1..=50)
             .map(|j| {
-                let j = j as f64;
+                let j = f64::from(j);
                 let sign = if j as u64 % 2 == 1 { 1.0 } else { -1.0 };
                 sign * (-2.0 * j * j * x * x).exp()
             })
@@ -112,7 +112,7 @@ pub fn chi_square(reference: &[u64], live: &[u64]) -> (f64, f64, usize) {
         })
         .sum();
     let dof = reference.len().saturating_sub(1).max(1);
-    let p = ChiSquared::new(dof as f64).map(|d| d.sf(statistic)).unwrap_or(f64::NAN);
+    let p = ChiSquared::new(dof as f64).map_or(f64::NAN, |d| d.sf(statistic));
     (statistic, p, dof)
 }
 

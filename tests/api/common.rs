@@ -213,7 +213,7 @@ impl Subscriber {
         loop {
             match self.ws.next().await.expect("socket open").expect("frame") {
                 Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Ping(_) | Message::Pong(_) => {}
                 other => panic!("unexpected frame {other:?}"),
             }
         }

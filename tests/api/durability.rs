@@ -71,7 +71,7 @@ async fn shutdown_drains_the_queued_rows_before_exiting(pool: PgPool) {
     config.log.log_batch_size = 10_000;
     let app = TestApp::spawn_with(pool.clone(), config).await;
     for i in 0..30 {
-        let body = app.predict(1000.0 + i as f64, 3, 2.0).await;
+        let body = app.predict(1000.0 + f64::from(i), 3, 2.0).await;
         assert!(body["data"]["predictPrice"]["price"].is_number(), "{body}");
     }
     assert_eq!(app.count_rows("true").await, 0, "still queued");
@@ -107,7 +107,7 @@ async fn concurrent_batch_writers_lose_nothing_and_keep_counters_consistent(pool
     let app = TestApp::spawn_with(pool, config).await;
     let requests = (0..300).map(|i| {
         let app = &app;
-        async move { app.predict(900.0 + i as f64, if i % 4 == 0 { 99 } else { 3 }, 2.0).await }
+        async move { app.predict(900.0 + f64::from(i), if i % 4 == 0 { 99 } else { 3 }, 2.0).await }
     });
     let answers = futures_util::future::join_all(requests).await;
     let ok = answers.iter().filter(|b| b["data"]["predictPrice"]["price"].is_number()).count() as i64;

@@ -18,13 +18,14 @@ const PAGE: &str = "query($first: Int, $after: String, $filter: PredictionFilter
 
 /// Logs 25 batch items (same created_at: the id breaks ties), 5 singles and 3 rejected requests.
 async fn seed(app: &TestApp) {
-    let inputs: Vec<Value> =
-        (0..25).map(|i| json!({ "squareFeet": 800.0 + 40.0 * i as f64, "bedrooms": 3, "bathrooms": 2.0 })).collect();
+    let inputs: Vec<Value> = (0..25)
+        .map(|i| json!({ "squareFeet": 800.0 + 40.0 * f64::from(i), "bedrooms": 3, "bathrooms": 2.0 }))
+        .collect();
     let body =
         app.graphql("query($i: [HouseInput!]!) { predictPrices(inputs: $i) { index } }", json!({ "i": inputs })).await;
     assert!(body["errors"].is_null(), "{body}");
     for i in 0..5 {
-        app.predict(1000.0 + i as f64, 2, 1.0).await;
+        app.predict(1000.0 + f64::from(i), 2, 1.0).await;
     }
     for _ in 0..3 {
         app.predict(-1.0, 2, 1.0).await;

@@ -172,8 +172,8 @@ async fn errors_carry_the_request_id(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_thousand_concurrent_requests_leave_exactly_a_thousand_rows(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
     const N: usize = 1000;
+    let app = TestApp::spawn(pool).await;
     // Every third request is invalid (bedrooms out of range).
     let requests = (0..N).map(|i| {
         let bedrooms = if i % 3 == 0 { 99 } else { 3 };

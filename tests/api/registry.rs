@@ -69,7 +69,7 @@ async fn a_reload_under_load_swaps_versions_without_failing_a_request(pool: PgPo
         async move {
             let mut seen = Vec::new();
             while !stop.is_cancelled() {
-                let body = app.predict(1000.0 + c as f64, 3, 2.0).await;
+                let body = app.predict(1000.0 + f64::from(c), 3, 2.0).await;
                 let p = &body["data"]["predictPrice"];
                 assert!(p["price"].is_number(), "no request fails during a reload: {body}");
                 seen.push((p["id"].as_str().unwrap().to_owned(), p["model"]["version"].as_str().unwrap().to_owned()));
@@ -180,7 +180,7 @@ async fn the_shadow_model_scores_every_accepted_prediction(pool: PgPool) {
     let shadow = crate::common::committed_model("gradient-boosting");
     let mut ids = Vec::new();
     for i in 0..5 {
-        let body = app.predict(1200.0 + 100.0 * i as f64, 3, 2.0).await;
+        let body = app.predict(1200.0 + 100.0 * f64::from(i), 3, 2.0).await;
         ids.push(body["data"]["predictPrice"]["id"].as_str().unwrap().to_owned());
     }
     app.predict(-1.0, 3, 2.0).await; // rejected: nothing to shadow

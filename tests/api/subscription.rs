@@ -17,7 +17,7 @@ async fn predict_until_event(app: &TestApp, ws: &mut Subscriber, event_type: &st
                 assert_eq!(msg["type"], event_type, "{msg}");
                 return (msg, made);
             }
-            Err(_) if tokio::time::Instant::now() < deadline => continue,
+            Err(_) if tokio::time::Instant::now() < deadline => {}
             Err(_) => panic!("no subscription event"),
         }
     }
