@@ -12,7 +12,7 @@ BIN := target/release/house-price-api
 WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$(scripts/db-setup.sh)}"; export DATABASE_URL; \
 	[[ "$$DATABASE_URL" =~ ^postgres(ql)?://[^[:space:]]+$$ ]] || { echo "DATABASE_URL is not one postgres:// URL" >&2; exit 1; };
 
-.PHONY: help run test web test-tools db migrate build lint fmt train schema bench bench-drift bench-chaos
+.PHONY: help run test web test-tools db migrate build lint fmt train schema bench bench-drift bench-chaos bench-load
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -61,3 +61,7 @@ bench-drift: web ## Drift report time over 1,000,000 logged rows (see bench/READ
 bench-chaos: web ## 60 s of load with the database link cut for 30 s, durable and async (see bench/README.md)
 	$(CARGO) build --release --locked
 	$(WITH_DB) bench/chaos.sh
+
+bench-load: web ## The logging-path matrix: GraphQL/REST, durable/async/null-log, 1/16/64 connections, 10k batch
+	$(CARGO) build --release --locked
+	$(WITH_DB) bench/load.sh

@@ -1,6 +1,6 @@
 # Shared by the benchmark scripts (sourced): wrk, a scratch database, waiting for the server.
 
-BIN=target/release/house-price-api
+BIN=${BIN:-target/release/house-price-api}
 
 # Installs wrk from Debian if it is missing.
 ensure_wrk() {
