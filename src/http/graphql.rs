@@ -22,7 +22,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use super::{HttpState, assets, body_refusal, header_str, request_meta};
 use crate::auth::PresentedKey;
@@ -104,36 +105,48 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
     (status, codes::BAD_REQUEST, message.into())
 }
 
-/// One GraphQL request from the body's JSON object (or GET's parameters), checking each
-/// parameter's type as the spec asks: `query` a string, `operationName` a string or null,
-/// `variables` and `extensions` objects or null.
-fn request_from_params(mut params: Map<String, Value>) -> Result<async_graphql::Request, Refusal> {
-    let query = match params.remove("query") {
-        Some(Value::String(query)) => query,
-        None | Some(Value::Null) => return Err(refuse(StatusCode::BAD_REQUEST, "the request has no `query`")),
-        Some(_) => return Err(refuse(StatusCode::BAD_REQUEST, "`query` must be a string")),
-    };
-    let mut request = async_graphql::Request::new(query);
-    match params.remove("operationName") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(name)) => request = request.operation_name(name),
-        Some(_) => return Err(refuse(StatusCode::BAD_REQUEST, "`operationName` must be a string or null")),
-    }
-    match params.remove("variables") {
-        None | Some(Value::Null) => {}
-        Some(variables @ Value::Object(_)) => request = request.variables(Variables::from_json(variables)),
-        Some(_) => return Err(refuse(StatusCode::BAD_REQUEST, "`variables` must be an object or null")),
-    }
-    match params.remove("extensions") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(extensions)) => {
-            for (name, value) in extensions {
-                let value = async_graphql::Value::from_json(value)
-                    .map_err(|err| refuse(StatusCode::BAD_REQUEST, format!("`extensions.{name}`: {err}")))?;
-                request.extensions.insert(name, value);
+/// The parameters of one GraphQL request, still as JSON text: each is decoded on its own, so a
+/// parameter of the wrong type is refused with its name (instead of defaulted), and a well-formed
+/// request is decoded straight into async-graphql's types without an intermediate `Value`.
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Params<'a> {
+    #[serde(borrow)]
+    query: Option<&'a RawValue>,
+    #[serde(borrow)]
+    operation_name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    variables: Option<&'a RawValue>,
+    #[serde(borrow)]
+    extensions: Option<&'a RawValue>,
+}
+
+/// One GraphQL request from its parameters, checking each one's type as the spec asks: `query` a
+/// string, `operationName` a string or null, `variables` and `extensions` objects or null.
+fn request_from_params(params: &Params<'_>) -> Result<async_graphql::Request, Refusal> {
+    fn decode<'a, T: serde::Deserialize<'a>>(raw: Option<&'a RawValue>, what: &str) -> Result<Option<T>, Refusal> {
+        match raw {
+            None => Ok(None),
+            Some(raw) => {
+                serde_json::from_str::<Option<T>>(raw.get()).map_err(|_| refuse(StatusCode::BAD_REQUEST, what))
             }
         }
-        Some(_) => return Err(refuse(StatusCode::BAD_REQUEST, "`extensions` must be an object or null")),
+    }
+    let Some(query) = decode::<String>(params.query, "`query` must be a string")? else {
+        return Err(refuse(StatusCode::BAD_REQUEST, "the request has no `query`"));
+    };
+    let mut request = async_graphql::Request::new(query);
+    if let Some(name) = decode::<String>(params.operation_name, "`operationName` must be a string or null")? {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = decode::<Variables>(params.variables, "`variables` must be an object or null")? {
+        request = request.variables(variables);
+    }
+    if let Some(extensions) = decode::<std::collections::HashMap<String, async_graphql::Value>>(
+        params.extensions,
+        "`extensions` must be an object or null",
+    )? {
+        request.extensions.extend(extensions);
     }
     Ok(request)
 }
@@ -175,11 +188,18 @@ fn parse_post(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limit: u
     if body.is_empty() {
         return Err(refuse(StatusCode::BAD_REQUEST, "the body is empty: send a JSON GraphQL request"));
     }
-    let value: Value = serde_json::from_slice(&body)
+    let body = std::str::from_utf8(&body)
+        .map_err(|err| refuse(StatusCode::BAD_REQUEST, format!("the body is not UTF-8: {err}")))?;
+    let raw: &RawValue = serde_json::from_str(body)
         .map_err(|err| refuse(StatusCode::BAD_REQUEST, format!("the body is not JSON: {err}")))?;
-    match value {
-        Value::Object(params) => Ok(BatchRequest::Single(request_from_params(params)?)),
-        Value::Array(items) => {
+    let not_an_object = || refuse(StatusCode::BAD_REQUEST, "the body must be a JSON object (or an array of them)");
+    match raw.get().trim_start().as_bytes().first() {
+        Some(b'{') => {
+            let params: Params<'_> = serde_json::from_str(raw.get()).map_err(|_| not_an_object())?;
+            Ok(BatchRequest::Single(request_from_params(&params)?))
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|_| not_an_object())?;
             if items.len() > MAX_OPERATIONS_PER_REQUEST {
                 // A limit on the request's shape, like depth and complexity.
                 return Err((
@@ -191,10 +211,10 @@ fn parse_post(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limit: u
             let requests = items
                 .into_iter()
                 .enumerate()
-                .map(|(i, item)| match item {
-                    Value::Object(params) => request_from_params(params)
+                .map(|(i, item)| match serde_json::from_str::<Params<'_>>(item.get()) {
+                    Ok(params) => request_from_params(&params)
                         .map_err(|(status, code, message)| (status, code, format!("operation {i}: {message}"))),
-                    _ => Err(refuse(StatusCode::BAD_REQUEST, format!("operation {i} is not a JSON object"))),
+                    Err(_) => Err(refuse(StatusCode::BAD_REQUEST, format!("operation {i} is not a JSON object"))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             if requests.is_empty() {
@@ -202,22 +222,32 @@ fn parse_post(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limit: u
             }
             Ok(BatchRequest::Batch(requests))
         }
-        _ => Err(refuse(StatusCode::BAD_REQUEST, "the body must be a JSON object (or an array of them)")),
+        _ => Err(not_an_object()),
     }
 }
 
 /// Reads `GET /graphql`'s URL parameters; `variables` and `extensions` are JSON in the URL.
 fn parse_get(raw_query: Option<&str>) -> Result<async_graphql::Request, Refusal> {
-    let mut params = Map::new();
+    // The same checks as a POST body's: the text parameters become JSON strings, the JSON ones
+    // are taken as they are (and must be JSON).
+    let mut owned: Vec<(String, Box<RawValue>)> = Vec::new();
     for (name, value) in form_urlencoded_pairs(raw_query.unwrap_or_default()) {
-        let value = match name.as_str() {
-            "variables" | "extensions" => serde_json::from_str(&value)
+        let raw = match name.as_str() {
+            "variables" | "extensions" => RawValue::from_string(value)
                 .map_err(|err| refuse(StatusCode::BAD_REQUEST, format!("`{name}` is not JSON: {err}")))?,
-            _ => Value::String(value),
+            _ => serde_json::value::to_raw_value(&value)
+                .map_err(|err| refuse(StatusCode::BAD_REQUEST, err.to_string()))?,
         };
-        params.insert(name, value);
+        owned.push((name, raw));
     }
-    let mut request = request_from_params(params)?;
+    let find = |name: &str| owned.iter().find(|(n, _)| n == name).map(|(_, raw)| raw.as_ref());
+    let params = Params {
+        query: find("query"),
+        operation_name: find("operationName"),
+        variables: find("variables"),
+        extensions: find("extensions"),
+    };
+    let mut request = request_from_params(&params)?;
     // GET must not change anything: only queries run (the document is parsed once, here).
     let operation_name = request.operation_name.clone();
     if let Ok(doc) = request.parsed_query() {
@@ -441,8 +471,19 @@ mod tests {
 
     #[test]
     fn parameters_of_the_wrong_type_are_refused_not_defaulted() {
-        let params = |v: Value| v.as_object().unwrap().clone();
-        assert!(request_from_params(params(json!({ "query": "{ a }", "variables": null }))).is_ok());
+        let parse = |v: &serde_json::Value| {
+            let text = v.to_string();
+            let params: Params<'_> = serde_json::from_str(&text).unwrap();
+            request_from_params(&params).map(|_| ())
+        };
+        assert!(parse(&json!({ "query": "{ a }", "variables": null, "operationName": null })).is_ok());
+        let request = {
+            let text =
+                json!({ "query": "{ a }", "variables": { "x": [1, "two"] }, "extensions": { "e": true } }).to_string();
+            request_from_params(&serde_json::from_str(&text).unwrap()).unwrap()
+        };
+        assert_eq!(serde_json::to_value(&request.variables).unwrap(), json!({ "x": [1, "two"] }));
+        assert!(request.extensions.contains_key("e"));
         for bad in [
             json!({ "foo": 1 }),
             json!({ "query": 1 }),
@@ -450,7 +491,7 @@ mod tests {
             json!({ "query": "{ a }", "variables": "x" }),
             json!({ "query": "{ a }", "extensions": [1] }),
         ] {
-            let (status, code, _) = request_from_params(params(bad.clone())).unwrap_err();
+            let (status, code, _) = parse(&bad).unwrap_err();
             assert_eq!((status, code), (StatusCode::BAD_REQUEST, codes::BAD_REQUEST), "{bad}");
         }
     }
