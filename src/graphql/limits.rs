@@ -7,9 +7,15 @@
 //! under `__schema`/`__type` are held to [`LimitsConfig::max_introspection_depth`] and everything
 //! else to [`LimitsConfig::max_query_depth`]. Both are checked right after parsing, before
 //! validation; the error is `GRAPHQL_VALIDATION_FAILED`, like every other limit.
+//!
+//! Parsing is the largest single cost of a small request (the pest parser), and clients send the
+//! same few documents over and over: documents that parsed and passed the depth limits are kept in
+//! a bounded LRU cache keyed by their text, so a repeated document is cloned, not parsed.
+//! Validation still runs on every request (it depends on the variables).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
@@ -155,16 +161,52 @@ fn is_recursion_limit(err: &ServerError) -> bool {
         || err.message.contains("recursion limit exceeded")
 }
 
-/// Extension factory enforcing [`DepthLimits`].
-pub struct QueryLimits(pub DepthLimits);
+/// Distinct documents kept parsed.
+const CACHED_DOCUMENTS: usize = 512;
+/// Longer documents are parsed every time (they are rare, and would crowd the cache).
+const MAX_CACHED_QUERY_LEN: usize = 16 * 1024;
 
-impl ExtensionFactory for QueryLimits {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(QueryLimitsExtension(self.0))
+/// Parsed documents that passed the depth limits, by their text.
+type DocumentCache = Mutex<lru::LruCache<String, Arc<ExecutableDocument>>>;
+
+/// Extension factory enforcing [`DepthLimits`] (and caching the documents that pass them).
+pub struct QueryLimits {
+    limits: DepthLimits,
+    cache: Arc<DocumentCache>,
+}
+
+impl QueryLimits {
+    /// The extension for `limits`, with an empty document cache.
+    pub fn new(limits: DepthLimits) -> Self {
+        let capacity = NonZeroUsize::new(CACHED_DOCUMENTS).expect("non-zero");
+        Self { limits, cache: Arc::new(Mutex::new(lru::LruCache::new(capacity))) }
     }
 }
 
-struct QueryLimitsExtension(DepthLimits);
+impl ExtensionFactory for QueryLimits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(QueryLimitsExtension { limits: self.limits, cache: self.cache.clone() })
+    }
+}
+
+struct QueryLimitsExtension {
+    limits: DepthLimits,
+    cache: Arc<DocumentCache>,
+}
+
+impl QueryLimitsExtension {
+    fn cached(&self, query: &str) -> Option<ExecutableDocument> {
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get(query).map(|doc| ExecutableDocument::clone(doc))
+    }
+
+    fn remember(&self, query: &str, doc: &ExecutableDocument) {
+        if query.len() <= MAX_CACHED_QUERY_LEN {
+            let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            cache.put(query.to_owned(), Arc::new(doc.clone()));
+        }
+    }
+}
 
 #[async_graphql::async_trait::async_trait]
 impl Extension for QueryLimitsExtension {
@@ -175,17 +217,21 @@ impl Extension for QueryLimitsExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        if let Some(doc) = self.cached(query) {
+            return Ok(doc);
+        }
         let doc = next.run(ctx, query, variables).await.map_err(|err| {
             if is_recursion_limit(&err) { refusal(TOO_DEEP, err.locations.first().copied()) } else { err }
         })?;
         let depths = Depths::of(&doc);
         let pos = doc.operations.iter().next().map(|(_, op)| op.pos);
-        if depths.introspection > 0 && !self.0.introspection_allowed {
+        if depths.introspection > 0 && !self.limits.introspection_allowed {
             return Err(refusal("introspection is disabled on this server; use the published schema.graphql", pos));
         }
-        if !depths.within(self.0) {
+        if !depths.within(self.limits) {
             return Err(refusal(TOO_DEEP, pos));
         }
+        self.remember(query, &doc);
         Ok(doc)
     }
 }

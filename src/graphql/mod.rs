@@ -23,7 +23,7 @@ pub fn build_schema(limits: &LimitsConfig) -> AppSchema {
         // Depth is limited by `limits::QueryLimits`, which gives introspection its own budget.
         .limit_complexity(limits.max_query_complexity)
         .extension(extensions::ErrorCodes)
-        .extension(limits::QueryLimits(limits.into()))
+        .extension(limits::QueryLimits::new(limits.into()))
         .extension(extensions::RequestContext);
     if limits.introspection { builder.finish() } else { builder.disable_introspection().finish() }
 }

@@ -147,3 +147,22 @@ async fn a_body_that_is_not_a_graphql_request_gets_bad_request(pool: PgPool) {
         assert!(answer["errors"][0]["extensions"]["requestId"].is_string(), "{answer}");
     }
 }
+
+#[sqlx::test]
+async fn a_repeated_document_is_served_from_the_parse_cache_and_still_validated(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let query = "query($n: Int!) { modelEvents(first: $n) { id event } }";
+    let first = app.graphql(query, json!({ "n": 1 })).await;
+    assert_eq!(first["data"]["modelEvents"][0]["event"], "loaded", "{first}");
+    // The same text again (cached): its variables are checked on every request.
+    let bad = app.graphql(query, json!({ "n": "one" })).await;
+    assert!(bad["data"].is_null() || bad["data"]["modelEvents"].is_null(), "{bad}");
+    assert!(bad["errors"].as_array().is_some_and(|e| !e.is_empty()), "{bad}");
+    let again = app.graphql(query, json!({ "n": 1 })).await;
+    assert_eq!(again, first, "a cached document answers the same");
+    // A document over the depth limit is refused every time (never cached).
+    let deep = "{ a { b { c { d { e { f { g { h { i { j { k { l } } } } } } } } } } } }";
+    for _ in 0..2 {
+        assert_eq!(error_code(&app.graphql(deep, json!({})).await), "GRAPHQL_VALIDATION_FAILED");
+    }
+}
