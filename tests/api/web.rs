@@ -28,7 +28,14 @@ fn screenshot(name: &str) -> PathBuf {
 /// Runs a program that prints one JSON object as its last stdout line; panics with its output
 /// unless it exits 0. Returns that object. Asynchronously: the server under test runs on this
 /// test's (single-threaded) runtime and must keep answering while the program talks to it.
-async fn run_json(mut command: Command) -> Value {
+async fn run_json(command: Command) -> Value {
+    let (value, ok, shown) = run_json_any(command).await;
+    assert!(ok, "{shown} failed: {value:#}");
+    value
+}
+
+/// [`run_json`] for a program expected to fail: its JSON and whether it exited 0.
+async fn run_json_any(mut command: Command) -> (Value, bool, String) {
     let shown = format!("{:?}", command.as_std());
     command.kill_on_drop(true);
     let output =
@@ -38,12 +45,11 @@ async fn run_json(mut command: Command) -> Value {
     let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
     let value: Value = serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("{shown}: last line is not JSON ({e}):\n{stdout}\nstderr:\n{stderr}"));
-    assert!(output.status.success(), "{shown} failed: {value:#}\nstderr:\n{stderr}");
-    value
+    (value, output.status.success(), format!("{shown} (stderr: {stderr})"))
 }
 
 /// A Node script of `web/tests/` against `app`.
-async fn node(app: &TestApp, script: &str, env: &[(&str, &str)]) -> Value {
+fn node_command(app: &TestApp, script: &str, env: &[(&str, &str)]) -> Command {
     let mut command = Command::new("node");
     command
         .current_dir(root().join("web"))
@@ -52,7 +58,11 @@ async fn node(app: &TestApp, script: &str, env: &[(&str, &str)]) -> Value {
     for (name, value) in env {
         command.env(name, value);
     }
-    run_json(command).await
+    command
+}
+
+async fn node(app: &TestApp, script: &str, env: &[(&str, &str)]) -> Value {
+    run_json(node_command(app, script, env)).await
 }
 
 fn standard_introspection_query() -> String {
@@ -246,6 +256,24 @@ async fn the_dashboard_shows_the_drifting_feature_first_and_the_apis_accuracy(po
         / labelled;
     assert_eq!(result["mae"], format!("{} USD", thousands(mae.round() as i64)), "{result:#}");
     assert!(shot.exists());
+}
+
+#[sqlx::test]
+async fn the_dashboard_says_so_when_there_is_no_data_or_the_api_fails(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    // A fresh database: every data panel explains itself instead of drawing an empty chart.
+    let result = node(&app, "dashboard.mjs", &[("MODEL", "gradient-boosting")]).await;
+    for panel in ["traffic", "drift", "accuracy"] {
+        assert_eq!(result["initialPanels"][panel], "empty", "{panel}: {result:#}");
+        let message = result["initialMessages"][panel].as_str().unwrap_or_default();
+        assert!(message.starts_with("No "), "{panel} says why it is empty: {result:#}");
+    }
+    // A model the API does not know: the panels show the API's error, and the run reports them.
+    let (result, ok, _) = run_json_any(node_command(&app, "dashboard.mjs", &[("MODEL", "no-such-model")])).await;
+    assert!(!ok, "panels in error fail the page check");
+    assert_eq!(result["panels"]["drift"], "error", "{result:#}");
+    let message = result["panelMessages"]["drift"].as_str().unwrap_or_default();
+    assert!(message.contains("unknown model"), "the API's message is shown: {result:#}");
 }
 
 /// `13916` → `13,916`.

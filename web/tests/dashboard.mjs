@@ -47,6 +47,8 @@ await runBrowserTest('dashboard', async ({ page, base, out }) => {
 
   let r = await read();
   Object.assign(out, { panels: r.panels, panelMessages: r.messages, driftRows: r.driftRows, mae: r.mae, histogramShown: r.histogramShown, histogramFeature: r.histogramFeature });
+  // As first rendered (the final read below comes after a prediction made by this script).
+  Object.assign(out, { initialPanels: r.panels, initialMessages: r.messages });
   // Problems are collected and reported together at the end (the live feed is still checked).
   const problems = [];
   if (r.driftRows.length && r.histogramFeature !== r.driftRows[0].feature) {
