@@ -161,8 +161,8 @@ fn is_recursion_limit(err: &ServerError) -> bool {
         || err.message.contains("recursion limit exceeded")
 }
 
-/// Distinct documents kept parsed.
-const CACHED_DOCUMENTS: usize = 512;
+/// Distinct documents kept parsed (checked at compile time: a constant, not a runtime panic).
+const CACHED_DOCUMENTS: NonZeroUsize = NonZeroUsize::new(512).expect("512 is not zero");
 /// Longer documents are parsed every time (they are rare, and would crowd the cache).
 const MAX_CACHED_QUERY_LEN: usize = 16 * 1024;
 
@@ -178,8 +178,7 @@ pub struct QueryLimits {
 impl QueryLimits {
     /// The extension for `limits`, with an empty document cache.
     pub fn new(limits: DepthLimits) -> Self {
-        let capacity = NonZeroUsize::new(CACHED_DOCUMENTS).expect("non-zero");
-        Self { limits, cache: Arc::new(Mutex::new(lru::LruCache::new(capacity))) }
+        Self { limits, cache: Arc::new(Mutex::new(lru::LruCache::new(CACHED_DOCUMENTS))) }
     }
 }
 

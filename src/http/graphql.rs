@@ -227,11 +227,11 @@ fn parse_post(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limit: u
 }
 
 /// Reads `GET /graphql`'s URL parameters; `variables` and `extensions` are JSON in the URL.
-fn parse_get(raw_query: Option<&str>) -> Result<async_graphql::Request, Refusal> {
+fn parse_get(pairs: Vec<(String, String)>) -> Result<async_graphql::Request, Refusal> {
     // The same checks as a POST body's: the text parameters become JSON strings, the JSON ones
     // are taken as they are (and must be JSON).
     let mut owned: Vec<(String, Box<RawValue>)> = Vec::new();
-    for (name, value) in form_urlencoded_pairs(raw_query.unwrap_or_default()) {
+    for (name, value) in pairs {
         let raw = match name.as_str() {
             "variables" | "extensions" => RawValue::from_string(value)
                 .map_err(|err| refuse(StatusCode::BAD_REQUEST, format!("`{name}` is not JSON: {err}")))?,
@@ -268,13 +268,13 @@ fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
 
 /// `GET /graphql`: GraphiQL for a browser, otherwise a query from the URL.
 pub(super) async fn get(State(s): State<HttpState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    let has_query = raw.as_deref().is_some_and(|q| form_urlencoded_pairs(q).iter().any(|(k, _)| k == "query"));
-    if !has_query && wants_html(&headers) {
+    let pairs = form_urlencoded_pairs(raw.as_deref().unwrap_or_default());
+    if !pairs.iter().any(|(k, _)| k == "query") && wants_html(&headers) {
         return assets::page("graphiql.html");
     }
     let meta = request_meta(&headers, Route::Graphql);
     let Some(media) = negotiate(&headers) else { return not_acceptable(&meta) };
-    match parse_get(raw.as_deref()) {
+    match parse_get(pairs) {
         Ok(request) => execute(&s, &headers, meta, media, BatchRequest::Single(request)).await,
         Err(refusal) => refused(refusal, &meta, media),
     }
@@ -339,12 +339,12 @@ fn is_request_error(response: &GqlResponse) -> bool {
         })
 }
 
-/// Serialises one response: with `application/graphql-response+json`, a request error has no
-/// `data` entry (the spec's way to say nothing ran).
-fn to_json(response: &GqlResponse, media: MediaType) -> Value {
+/// Serialises one response: with `application/graphql-response+json`, a response of a request
+/// where `nothing_ran` has no `data` entry (the spec's way to say so).
+fn to_json(response: &GqlResponse, media: MediaType, nothing_ran: bool) -> Value {
     let mut value = serde_json::to_value(response).unwrap_or_else(|_| json!({ "data": null }));
     if media == MediaType::GraphqlResponse
-        && is_request_error(response)
+        && nothing_ran
         && let Some(object) = value.as_object_mut()
     {
         object.remove("data");
@@ -361,17 +361,18 @@ fn respond(response: BatchResponse, media: MediaType) -> Response {
                 StatusCode::OK
             };
             // The common case serialises straight to bytes, without a `Value` in between.
-            let body = if status == StatusCode::OK || media == MediaType::Json {
+            let body = if status == StatusCode::OK {
                 serde_json::to_vec(single)
             } else {
-                serde_json::to_vec(&to_json(single, media))
+                serde_json::to_vec(&to_json(single, media, true))
             };
             (status, body)
         }
         // A batch mixes outcomes, so it is 200 and each item says what happened to it.
-        BatchResponse::Batch(items) => {
-            (StatusCode::OK, serde_json::to_vec(&items.iter().map(|r| to_json(r, media)).collect::<Vec<_>>()))
-        }
+        BatchResponse::Batch(items) => (
+            StatusCode::OK,
+            serde_json::to_vec(&items.iter().map(|r| to_json(r, media, is_request_error(r))).collect::<Vec<_>>()),
+        ),
     };
     let body = match body {
         Ok(body) => body,
@@ -397,12 +398,7 @@ fn refused((status, code, message): Refusal, meta: &RequestMeta, media: MediaTyp
     let mut err = ServerError::new(message, None);
     err.extensions.get_or_insert_with(Default::default).set("code", code);
     let response = with_request_id(GqlResponse::from_errors(vec![err]), Some(&meta.request_id));
-    let mut body = serde_json::to_value(&response).unwrap_or_default();
-    if media == MediaType::GraphqlResponse
-        && let Some(object) = body.as_object_mut()
-    {
-        object.remove("data");
-    }
+    let body = to_json(&response, media, true);
     let mut http = (status, axum::Json(body)).into_response();
     http.headers_mut().insert(header::CONTENT_TYPE, media.content_type());
     if status == StatusCode::METHOD_NOT_ALLOWED {
@@ -498,10 +494,10 @@ mod tests {
 
     #[test]
     fn get_refuses_mutations_with_405() {
-        let (status, ..) = parse_get(Some("query=mutation%20%7B%20__typename%20%7D")).unwrap_err();
+        let (status, ..) = parse_get(form_urlencoded_pairs("query=mutation%20%7B%20__typename%20%7D")).unwrap_err();
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-        assert!(parse_get(Some("query=%7B%20__typename%20%7D&variables=%7B%7D")).is_ok());
-        let (status, ..) = parse_get(Some("query=%7B%20a%20%7D&variables=nope")).unwrap_err();
+        assert!(parse_get(form_urlencoded_pairs("query=%7B%20__typename%20%7D&variables=%7B%7D")).is_ok());
+        let (status, ..) = parse_get(form_urlencoded_pairs("query=%7B%20a%20%7D&variables=nope")).unwrap_err();
         assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 }

@@ -117,9 +117,15 @@ fn static_feature_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(&
 /// column is a migration, a line here (plus the field above), and filling it in `service.rs`.
 /// A test compares this list with the table: a forgotten step fails it.
 macro_rules! inserted_columns {
-    ($( $column:ident: $pg_type:literal => |$row:ident| $value:expr ),* $(,)?) => {
-        /// `(column, element type of its unnest array)`, in insert order.
-        pub const INSERTED_COLUMNS: &[(&str, &str)] = &[$((stringify!($column), $pg_type)),*];
+    ($( $column:ident: $pg_type:literal $(as $select:literal)? => |$row:ident| $value:expr ),* $(,)?) => {
+        /// Each inserted column: its name, the element type of its unnest array, and the
+        /// expression that turns the unnested value into the column (the name itself, unless the
+        /// list says `as "…"`), in insert order.
+        pub const INSERTED_COLUMNS: &[InsertedColumn] = &[$(InsertedColumn {
+            name: stringify!($column),
+            pg_type: $pg_type,
+            select: select_expression!($column $($select)?),
+        }),*];
 
         /// Binds one array per inserted column, in [`INSERTED_COLUMNS`] order.
         pub(crate) fn bind_inserted<'q>(
@@ -130,6 +136,27 @@ macro_rules! inserted_columns {
             query
         }
     };
+}
+
+/// The column itself, or the expression a column line gives with `as "…"`.
+macro_rules! select_expression {
+    ($column:ident) => {
+        stringify!($column)
+    };
+    ($column:ident $select:literal) => {
+        $select
+    };
+}
+
+/// One entry of [`INSERTED_COLUMNS`].
+#[derive(Debug, Clone, Copy)]
+pub struct InsertedColumn {
+    /// Column name.
+    pub name: &'static str,
+    /// Element type of the column's unnest array parameter.
+    pub pg_type: &'static str,
+    /// How the unnested value becomes the column's value.
+    pub select: &'static str,
 }
 
 inserted_columns! {
@@ -154,7 +181,7 @@ inserted_columns! {
     latency_us: "int8" => |r| r.latency_us,
     // text[][] cannot be unnested row-wise: each row's list travels as one comma-separated
     // string (feature names have no commas), split back by the insert.
-    imputed_features: "text" => |r| r.imputed_features.join(","),
+    imputed_features: "text" as "string_to_array(imputed_features, ',')" => |r| r.imputed_features.join(","),
     features: "jsonb" => |r| r.features.as_ref(),
     warnings: "jsonb" => |r| &r.warnings,
 }

@@ -182,8 +182,7 @@ impl Spool {
         let payload = serde_json::to_vec(rows)?;
         let record_len = (RECORD_OVERHEAD + payload.len()) as u64;
         let mut state = self.lock();
-        if state.active.as_ref().is_some_and(|a| a.segment.bytes >= SEGMENT_TARGET_BYTES) {
-            let full = state.active.take().expect("checked above");
+        if let Some(full) = state.active.take_if(|a| a.segment.bytes >= SEGMENT_TARGET_BYTES) {
             state.sealed.push_back(full.segment);
         }
         let bytes = backlog_bytes(&state);
@@ -192,28 +191,11 @@ impl Spool {
             self.full.store(true, Ordering::Release);
             return Err(SpoolError::Full { bytes, max: self.max_bytes });
         }
-        if state.active.is_none() {
-            let seq = state.next_seq;
-            let path = self.dir.join(format!("{seq:020}.seg"));
-            let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
-            file.write_all(MAGIC)?;
-            file.write_all(&FORMAT_VERSION.to_le_bytes())?;
-            file.sync_all()?;
-            // The new name must survive a crash too.
-            File::open(&self.dir)?.sync_all()?;
-            state.next_seq += 1;
-            let segment = Segment {
-                seq,
-                path,
-                bytes: HEADER_LEN as u64,
-                records: 0,
-                rows: 0,
-                first_spooled_at: Utc::now(),
-                oldest_row: None,
-            };
-            state.active = Some(Active { file, segment });
-        }
-        let active = state.active.as_mut().expect("opened above");
+        let active = match state.active.take() {
+            Some(active) => active,
+            None => self.open_segment(&mut state.next_seq)?,
+        };
+        let active = state.active.insert(active);
         let mut record = Vec::with_capacity(RECORD_OVERHEAD + payload.len());
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         record.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
@@ -230,6 +212,29 @@ impl Spool {
             (a, b) => a.or(b),
         };
         Ok(())
+    }
+
+    /// Creates the next segment file with its header, both fsynced.
+    fn open_segment(&self, next_seq: &mut u64) -> io::Result<Active> {
+        let seq = *next_seq;
+        let path = self.dir.join(format!("{seq:020}.seg"));
+        let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        file.write_all(MAGIC)?;
+        file.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        file.sync_all()?;
+        // The new name must survive a crash too.
+        File::open(&self.dir)?.sync_all()?;
+        *next_seq += 1;
+        let segment = Segment {
+            seq,
+            path,
+            bytes: HEADER_LEN as u64,
+            records: 0,
+            rows: 0,
+            first_spooled_at: Utc::now(),
+            oldest_row: None,
+        };
+        Ok(Active { file, segment })
     }
 
     /// Closes the active segment (new appends start a new one) and returns every closed segment,
@@ -249,8 +254,8 @@ impl Spool {
     /// Deletes a replayed segment.
     pub fn remove(&self, seq: u64) -> io::Result<()> {
         let mut state = self.lock();
-        if let Some(pos) = state.sealed.iter().position(|s| s.seq == seq) {
-            let segment = state.sealed.remove(pos).expect("position is valid");
+        let found = state.sealed.iter().position(|s| s.seq == seq);
+        if let Some(segment) = found.and_then(|pos| state.sealed.remove(pos)) {
             fs::remove_file(&segment.path)?;
             File::open(&self.dir)?.sync_all()?;
             self.full.store(false, Ordering::Release);
@@ -290,6 +295,11 @@ fn backlog_bytes(state: &State) -> u64 {
     state.sealed.iter().map(|s| s.bytes).sum::<u64>() + state.active.as_ref().map_or(0, |a| a.segment.bytes)
 }
 
+/// The little-endian u32 at `at`, if the data reaches that far.
+fn read_u32(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(data.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
 /// `<seq>.seg` → `seq`.
 fn segment_seq(path: &Path) -> Option<u64> {
     (path.extension()? == "seg").then_some(())?;
@@ -308,7 +318,7 @@ pub fn read_segment(path: &Path) -> io::Result<SegmentContent> {
         }
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a spool segment", path.display())));
     }
-    let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+    let version = read_u32(&data, 8).unwrap_or_default();
     if version != FORMAT_VERSION {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -323,12 +333,11 @@ pub fn read_segment(path: &Path) -> io::Result<SegmentContent> {
                            "torn record at the end of a spool segment: skipped (it was never acknowledged)");
             data.len() - at
         };
-        if data.len() - at < RECORD_OVERHEAD {
+        let (Some(len), Some(crc)) = (read_u32(&data, at), read_u32(&data, at + 4)) else {
             content.torn_bytes = torn(at, "short header");
             break;
-        }
-        let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4 bytes"));
+        };
+        let len = len as usize;
         let start = at + RECORD_OVERHEAD;
         let Some(payload) = data.get(start..start + len) else {
             content.torn_bytes = torn(at, "short payload");

@@ -37,16 +37,10 @@ pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()
 
 /// The insert, generated once from [`INSERTED_COLUMNS`] (constants only: no client text).
 static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
-    let names: Vec<&str> = INSERTED_COLUMNS.iter().map(|(name, _)| *name).collect();
-    let selected: Vec<String> = INSERTED_COLUMNS
-        .iter()
-        .map(|(name, _)| match *name {
-            "imputed_features" => "string_to_array(imputed_features, ',')".to_owned(),
-            name => name.to_owned(),
-        })
-        .collect();
+    let names: Vec<&str> = INSERTED_COLUMNS.iter().map(|c| c.name).collect();
+    let selected: Vec<&str> = INSERTED_COLUMNS.iter().map(|c| c.select).collect();
     let arrays: Vec<String> =
-        INSERTED_COLUMNS.iter().enumerate().map(|(i, (_, pg_type))| format!("${}::{pg_type}[]", i + 1)).collect();
+        INSERTED_COLUMNS.iter().enumerate().map(|(i, c)| format!("${}::{}[]", i + 1, c.pg_type)).collect();
     let b = INSERTED_COLUMNS.len();
     format!(
         "with inserted as (
@@ -111,7 +105,7 @@ impl<'a> DriftBins<'a> {
 /// `select <every column LogRecord reads> from prediction_log`, from the same column list.
 static SELECT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
     let columns: Vec<&str> =
-        INSERTED_COLUMNS.iter().map(|(name, _)| *name).chain(SELECTED_SHADOW_COLUMNS.iter().copied()).collect();
+        INSERTED_COLUMNS.iter().map(|c| c.name).chain(SELECTED_SHADOW_COLUMNS.iter().copied()).collect();
     format!("select {} from prediction_log", columns.join(", "))
 });
 

@@ -149,7 +149,7 @@ impl LogWriter {
         });
         let in_flight = Arc::new(Semaphore::new(config.log_writer_concurrency.max(1)));
         let handle = tokio::spawn(task.clone().run(rx, in_flight));
-        let replay = task.spool.is_some().then(|| tokio::spawn(task.clone().replay_loop()));
+        let replay = task.spool.clone().map(|spool| tokio::spawn(task.clone().replay_loop(spool)));
         Ok(Self {
             inner: Arc::new(Inner {
                 tx,
@@ -341,8 +341,10 @@ impl Task {
 
     #[tracing::instrument(name = "log.flush", skip_all, fields(jobs = batch.len()))]
     async fn flush(&self, batch: Vec<Job>) {
-        if self.spool.is_some() && self.spooling.load(Ordering::Acquire) {
-            return self.spool_jobs(batch).await;
+        if let Some(spool) = &self.spool
+            && self.spooling.load(Ordering::Acquire)
+        {
+            return self.spool_jobs(spool, batch).await;
         }
         let rows: Vec<&LogRecord> = batch.iter().flat_map(|job| &job.records).collect();
         let started = Instant::now();
@@ -360,29 +362,31 @@ impl Task {
                     let rows: Vec<&LogRecord> = job.records.iter().collect();
                     let result = insert(&self.pool, &rows, self.insert_timeout).await;
                     drop(rows);
-                    match result {
-                        Ok(()) => self.committed(job),
-                        Err(err) if self.spool.is_some() && !is_data_error(&err) => self.spool_jobs(vec![job]).await,
-                        Err(err) => self.failed(vec![job], err).await,
+                    match (result, &self.spool) {
+                        (Ok(()), _) => self.committed(job),
+                        (Err(err), Some(spool)) if !is_data_error(&err) => self.spool_jobs(spool, vec![job]).await,
+                        (Err(err), _) => self.failed(vec![job], err).await,
                     }
                 }
             }
-            Err(err) if self.spool.is_some() && !is_data_error(&err) => {
-                if !self.spooling.load(Ordering::Acquire) {
-                    tracing::warn!(error = %err, "the database did not take a log batch in time: spooling to local disk");
+            Err(err) => match &self.spool {
+                Some(spool) if !is_data_error(&err) => {
+                    if !self.spooling.load(Ordering::Acquire) {
+                        tracing::warn!(error = %err, "the database did not take a log batch in time: spooling to local disk");
+                    }
+                    metrics::counter!("prediction_log_write_failures_total").increment(1);
+                    self.spool_jobs(spool, batch).await;
                 }
-                metrics::counter!("prediction_log_write_failures_total").increment(1);
-                self.spool_jobs(batch).await;
-            }
-            Err(err) => self.failed(batch, err).await,
+                _ => self.failed(batch, err).await,
+            },
         }
     }
 
     /// Appends the jobs' rows to the spool (fsynced) and answers their requests OK; if the spool
     /// cannot take them, the requests get `SpoolUnavailable` (async rows are counted as dropped).
     #[tracing::instrument(name = "log.spool", skip_all, fields(jobs = batch.len()))]
-    async fn spool_jobs(&self, mut batch: Vec<Job>) {
-        let spool = self.spool.clone().expect("only called with a spool");
+    async fn spool_jobs(&self, spool: &Arc<Spool>, mut batch: Vec<Job>) {
+        let spool = spool.clone();
         let records: Vec<LogRecord> = batch.iter_mut().flat_map(|job| std::mem::take(&mut job.records)).collect();
         let rows = records.len();
         let result = tokio::task::spawn_blocking(move || {
@@ -446,8 +450,7 @@ impl Task {
 
     /// Drains the spool into PostgreSQL whenever it holds something, backing off while the
     /// database stays away; clears `spooling` once it is empty.
-    async fn replay_loop(self: Arc<Self>) {
-        let spool = self.spool.clone().expect("only started with a spool");
+    async fn replay_loop(self: Arc<Self>, spool: Arc<Spool>) {
         let mut backoff = REPLAY_BACKOFF.0;
         let mut failing = false;
         loop {

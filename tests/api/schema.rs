@@ -74,7 +74,7 @@ async fn the_log_column_list_covers_every_column_of_prediction_log(pool: sqlx::P
     .collect();
     let listed: std::collections::BTreeSet<String> = INSERTED_COLUMNS
         .iter()
-        .map(|(c, _)| (*c).to_owned())
+        .map(|c| c.name.to_owned())
         .chain(OTHER_COLUMNS.iter().map(|c| (*c).to_owned()))
         .collect();
     assert_eq!(
