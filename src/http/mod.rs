@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::error::{AppError, codes};
@@ -62,7 +62,7 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
     router.layer(
         ServiceBuilder::new()
             .map_request(drop_unusable_request_id)
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuidV7))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 tracing::info_span!(
                     "http",
@@ -73,6 +73,19 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
             }))
             .layer(PropagateRequestIdLayer::x_request_id()),
     )
+}
+
+/// Generates missing `x-request-id`s as UUIDv7: time-ordered, so the log's `request_id` index
+/// grows at its right edge like the time indexes, instead of taking a random B-tree page per row.
+#[derive(Clone, Copy)]
+struct MakeRequestUuidV7;
+
+impl MakeRequestId for MakeRequestUuidV7 {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let mut buf = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+        Some(RequestId::new(HeaderValue::from_str(id).ok()?))
+    }
 }
 
 /// Longest accepted client `x-request-id`.

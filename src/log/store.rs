@@ -4,6 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::DurationRound;
 use chrono::{DateTime, Datelike, Utc};
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -17,19 +18,25 @@ use crate::error::AppError;
 /// per column. Unlike a multi-row VALUES list, the statement text does not depend on the row
 /// count, so it is prepared once, and it has no 65,535-parameter ceiling.
 ///
-/// Only rows actually inserted are counted: a retried batch whose first commit did succeed inserts
-/// nothing the second time, and so counts nothing twice.
+/// `groups` splits `rows` (in order, by length) into groups that earlier statements wrote all or
+/// nothing of: the rows of one earlier batch. A fresh batch is one group; a replayed chunk has one
+/// per spooled batch. The counters are summed here, per group, into a few hundred
+/// (hour, model, feature, bin) increments; a group's increments are applied only if its first row
+/// is inserted now. So a retried batch whose first commit did succeed inserts nothing the second
+/// time and counts nothing twice, without PostgreSQL joining every (row, feature) pair.
 #[tracing::instrument(name = "log.insert_batch", skip_all, fields(rows = rows.len()))]
-pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord]) -> sqlx::Result<()> {
-    let bins = DriftBins::of(rows);
+pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord], groups: &[usize]) -> sqlx::Result<()> {
+    debug_assert_eq!(groups.iter().sum::<usize>(), rows.len(), "groups must cover the rows");
+    let counts = DriftIncrements::of(rows, groups);
     let query = sqlx::query(sqlx::AssertSqlSafe(INSERT_SQL.as_str()));
     bind_inserted(query, rows)
-        .bind(bins.ids)
-        .bind(bins.hours)
-        .bind(bins.names)
-        .bind(bins.versions)
-        .bind(bins.features)
-        .bind(bins.bins)
+        .bind(counts.first_ids)
+        .bind(counts.hours)
+        .bind(counts.names)
+        .bind(counts.versions)
+        .bind(counts.features)
+        .bind(counts.bins)
+        .bind(counts.n)
         .execute(pool)
         .await?;
     Ok(())
@@ -52,10 +59,12 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
              returning id
          )
          insert into drift_counts (hour, model_name, model_version, feature, bin, n)
-         select b.hour, b.model_name, b.model_version, b.feature, b.bin, count(*)
-           from unnest(${b1}::uuid[], ${b2}::timestamptz[], ${b3}::text[], ${b4}::text[], ${b5}::text[], ${b6}::int4[])
-                  as b(id, hour, model_name, model_version, feature, bin)
-           join inserted using (id)
+         select c.hour, c.model_name, c.model_version, c.feature, c.bin, sum(c.n)::int8
+           from unnest(${b1}::uuid[], ${b2}::timestamptz[], ${b3}::text[], ${b4}::text[], ${b5}::text[],
+                       ${b6}::int4[], ${b7}::int8[])
+                  as c(first_id, hour, model_name, model_version, feature, bin, n)
+          where c.first_id in (select id from inserted)
+          -- Two groups of a replayed chunk may share a counter: one upsert each.
           group by 1, 2, 3, 4, 5
           -- A fixed lock order: concurrent upserts of the same counters cannot deadlock.
           order by 2, 3, 1, 4, 5
@@ -69,33 +78,50 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
         b4 = b + 4,
         b5 = b + 5,
         b6 = b + 6,
+        b7 = b + 7,
     )
 });
 
-/// The drift bins of a batch's accepted rows, one entry per (row, feature), as unnest columns.
+/// A batch's drift counter increments, summed per group, as unnest columns: one entry per
+/// (group, hour, model, version, feature, bin), tagged with the id of the group's first row.
 #[derive(Default)]
-struct DriftBins<'a> {
-    ids: Vec<Uuid>,
+struct DriftIncrements<'a> {
+    first_ids: Vec<Uuid>,
     hours: Vec<DateTime<Utc>>,
     names: Vec<&'a str>,
     versions: Vec<&'a str>,
     features: Vec<&'a str>,
     bins: Vec<i32>,
+    n: Vec<i64>,
 }
 
-impl<'a> DriftBins<'a> {
-    fn of(rows: &[&'a LogRecord]) -> Self {
+/// A drift counter's key: (hour, model name, model version, feature, bin).
+type CounterKey<'a> = (DateTime<Utc>, &'a str, &'a str, &'static str, i32);
+
+impl<'a> DriftIncrements<'a> {
+    fn of(rows: &[&'a LogRecord], groups: &[usize]) -> Self {
         let mut out = Self::default();
-        for row in rows.iter().filter(|r| r.status == PredictionStatus::Ok) {
-            let (Some(name), Some(version)) = (&row.model_name, &row.model_version) else { continue };
-            let hour = row.created_at.duration_trunc(chrono::TimeDelta::hours(1)).unwrap_or(row.created_at);
-            for (feature, bin) in &row.drift_bins {
-                out.ids.push(row.id);
+        let mut sums: HashMap<CounterKey<'a>, i64> = HashMap::new();
+        let mut start = 0;
+        for &len in groups {
+            let group = &rows[start..(start + len).min(rows.len())];
+            start += len;
+            let Some(first) = group.first() else { continue };
+            for row in group.iter().filter(|r| r.status == PredictionStatus::Ok) {
+                let (Some(name), Some(version)) = (&row.model_name, &row.model_version) else { continue };
+                let hour = row.created_at.duration_trunc(chrono::TimeDelta::hours(1)).unwrap_or(row.created_at);
+                for &(feature, bin) in &row.drift_bins {
+                    *sums.entry((hour, name, version, feature, bin)).or_default() += 1;
+                }
+            }
+            for ((hour, name, version, feature, bin), n) in sums.drain() {
+                out.first_ids.push(first.id);
                 out.hours.push(hour);
                 out.names.push(name);
                 out.versions.push(version);
                 out.features.push(feature);
-                out.bins.push(*bin);
+                out.bins.push(bin);
+                out.n.push(n);
             }
         }
         out

@@ -348,7 +348,7 @@ impl Task {
         }
         let rows: Vec<&LogRecord> = batch.iter().flat_map(|job| &job.records).collect();
         let started = Instant::now();
-        let result = insert(&self.pool, &rows, self.insert_timeout).await;
+        let result = insert(&self.pool, &rows, &[rows.len()], self.insert_timeout).await;
         metrics::histogram!("prediction_log_batch_rows").record(rows.len() as f64);
         metrics::histogram!("prediction_log_commit_seconds").record(started.elapsed().as_secs_f64());
         drop(rows);
@@ -360,7 +360,7 @@ impl Task {
                 tracing::warn!(error = %err, jobs = batch.len(), "batch refused by the database; writing jobs one by one");
                 for job in batch {
                     let rows: Vec<&LogRecord> = job.records.iter().collect();
-                    let result = insert(&self.pool, &rows, self.insert_timeout).await;
+                    let result = insert(&self.pool, &rows, &[rows.len()], self.insert_timeout).await;
                     drop(rows);
                     match (result, &self.spool) {
                         (Ok(()), _) => self.committed(job),
@@ -515,13 +515,17 @@ impl Task {
                 }
                 Err(err) => return Err(InsertError::Spool(err.to_string())),
             };
+            // Whole spooled batches per chunk: each was written all or nothing before, which is
+            // what lets the insert count a batch's drift bins from its first row.
             let mut chunk: Vec<LogRecord> = Vec::new();
+            let mut groups: Vec<usize> = Vec::new();
             let mut batches = content.batches.into_iter().peekable();
             while let Some(batch) = batches.next() {
+                groups.push(batch.len());
                 chunk.extend(batch);
                 if chunk.len() >= REPLAY_CHUNK_ROWS || batches.peek().is_none() {
                     written += chunk.len();
-                    self.replay_chunk(std::mem::take(&mut chunk)).await?;
+                    self.replay_chunk(std::mem::take(&mut chunk), &std::mem::take(&mut groups)).await?;
                 }
             }
             let removing = spool.clone();
@@ -534,17 +538,18 @@ impl Task {
         Ok(written)
     }
 
-    /// Writes one chunk of spooled rows, then publishes them.
+    /// Writes one chunk of spooled rows (`groups`: the lengths of the spooled batches in it), then
+    /// publishes them.
     #[tracing::instrument(name = "log.replay_chunk", skip_all, fields(rows = rows.len()))]
-    async fn replay_chunk(&self, rows: Vec<LogRecord>) -> Result<(), InsertError> {
+    async fn replay_chunk(&self, rows: Vec<LogRecord>, groups: &[usize]) -> Result<(), InsertError> {
         let refs: Vec<&LogRecord> = rows.iter().collect();
-        match insert(&self.pool, &refs, INSERT_TIMEOUT).await {
+        match insert(&self.pool, &refs, groups, INSERT_TIMEOUT).await {
             Ok(()) => {}
             Err(err) if is_data_error(&err) => {
                 // A row the database refuses would block the spool forever: write the rows one
                 // by one and set the refused ones aside, loudly.
                 for row in &refs {
-                    match insert(&self.pool, std::slice::from_ref(row), INSERT_TIMEOUT).await {
+                    match insert(&self.pool, std::slice::from_ref(row), &[1], INSERT_TIMEOUT).await {
                         Ok(()) => {}
                         Err(err) if is_data_error(&err) => {
                             metrics::counter!("prediction_log_rows_dropped_total").increment(1);
@@ -601,7 +606,8 @@ impl Task {
         let rows: Vec<&LogRecord> = jobs.iter().flat_map(|job| &job.records).collect();
         for delay in ASYNC_RETRY_DELAYS {
             tokio::time::sleep(delay).await;
-            match insert(&self.pool, &rows, INSERT_TIMEOUT).await {
+            // The jobs were one failed statement (or part of one): all or nothing, one group.
+            match insert(&self.pool, &rows, &[rows.len()], INSERT_TIMEOUT).await {
                 Ok(()) => {
                     drop(rows);
                     for job in jobs {
@@ -643,14 +649,15 @@ enum InsertError {
     Spool(String),
 }
 
-/// Inserts the rows and their drift counters (one statement) within `budget`. The first
+/// Inserts the rows and their drift counters (one statement; `groups` as in
+/// [`store::insert_batch`]) within `budget`. The first
 /// statement on a connection the server dropped (a restart, a killed backend) fails at once:
 /// it is retried once on a fresh connection, so a database that is back answers the request.
-async fn insert(pool: &PgPool, rows: &[&LogRecord], budget: Duration) -> Result<(), InsertError> {
+async fn insert(pool: &PgPool, rows: &[&LogRecord], groups: &[usize], budget: Duration) -> Result<(), InsertError> {
     let deadline = tokio::time::Instant::now() + budget;
     let mut retried = false;
     loop {
-        match tokio::time::timeout_at(deadline, store::insert_batch(pool, rows)).await {
+        match tokio::time::timeout_at(deadline, store::insert_batch(pool, rows, groups)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(err)) if !retried && is_dead_connection(&err) => {
                 tracing::debug!(error = %err, "log insert hit a dead connection; retrying once");

@@ -120,3 +120,70 @@ async fn concurrent_batch_writers_lose_nothing_and_keep_counters_consistent(pool
         .unwrap();
     assert_eq!(counted, ok);
 }
+
+/// An accepted row with two drift bins, as the service would log it.
+fn logged_row(n: i32) -> house_price_api::log::LogRecord {
+    house_price_api::log::LogRecord {
+        id: uuid::Uuid::now_v7(),
+        request_id: format!("groups-{n}"),
+        item_index: Some(n),
+        created_at: chrono::Utc::now(),
+        route: "graphql".into(),
+        operation: None,
+        client: None,
+        status: house_price_api::log::PredictionStatus::Ok,
+        error_code: None,
+        error_field: None,
+        error_message: None,
+        square_feet: Some(1500.0),
+        bedrooms: Some(3),
+        bathrooms: Some(2.0),
+        raw_input: serde_json::json!({ "squareFeet": 1500 }),
+        price: Some(180_000.0),
+        model_name: Some("baseline-linear".into()),
+        model_version: Some("1.0.0".into()),
+        latency_us: 12,
+        imputed_features: vec![],
+        features: Some(serde_json::json!({ "squareFeet": 1500 })),
+        shadow_price: None,
+        shadow_model_name: None,
+        shadow_model_version: None,
+        warnings: serde_json::json!([]),
+        house: None,
+        drift_bins: vec![("squareFeet", 4), ("bedrooms", n % 2)],
+    }
+}
+
+/// The counters are summed in memory per group and applied when the group's first row is
+/// inserted: a replayed chunk holding one batch that had committed and one that had not must
+/// count exactly the second, and replaying it again must count nothing.
+#[sqlx::test]
+async fn a_replayed_chunk_counts_the_drift_bins_of_exactly_the_batches_it_inserts(pool: PgPool) {
+    use house_price_api::log::store::insert_batch;
+    let committed: Vec<_> = (0..3).map(logged_row).collect();
+    let lost: Vec<_> = (3..7).map(logged_row).collect();
+    let counters = |pool: PgPool| async move {
+        sqlx::query_as::<_, (String, i32, i64)>(
+            "select feature, bin, n from drift_counts where model_name = 'baseline-linear' order by 1, 2",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+
+    let first: Vec<_> = committed.iter().collect();
+    insert_batch(&pool, &first, &[first.len()]).await.unwrap();
+    assert_eq!(
+        counters(pool.clone()).await,
+        [("bedrooms".into(), 0, 2), ("bedrooms".into(), 1, 1), ("squareFeet".into(), 4, 3)]
+    );
+
+    let chunk: Vec<_> = committed.iter().chain(&lost).collect();
+    let expected = [("bedrooms".into(), 0, 4), ("bedrooms".into(), 1, 3), ("squareFeet".into(), 4, 7)];
+    for _ in 0..2 {
+        insert_batch(&pool, &chunk, &[committed.len(), lost.len()]).await.unwrap();
+        assert_eq!(counters(pool.clone()).await, expected, "each accepted row counted once");
+    }
+    let rows: i64 = sqlx::query_scalar("select count(*) from prediction_log").fetch_one(&pool).await.unwrap();
+    assert_eq!(rows, 7);
+}
