@@ -566,10 +566,20 @@ impl Task {
         drop(refs);
         metrics::counter!("prediction_log_rows_replayed_total").increment(rows.len() as u64);
         metrics::counter!("prediction_log_rows_written_total").increment(rows.len() as u64);
-        for record in rows {
+        self.publish(rows);
+        Ok(())
+    }
+
+    /// Sends committed rows to `predictionLogged` subscribers. With none (the usual case under
+    /// load), the rows are not moved into `Arc`s at all; a subscriber arriving meanwhile is one
+    /// that subscribed a moment later.
+    fn publish(&self, records: Vec<LogRecord>) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        for record in records {
             let _ = self.events.send(Arc::new(record));
         }
-        Ok(())
     }
 
     async fn failed(&self, jobs: Vec<Job>, err: InsertError) {
@@ -631,10 +641,7 @@ impl Task {
         if let Some(shadow) = &self.shadow {
             shadow.submit(job.records.iter().filter_map(|r| Some((r.id, r.house.clone()?))));
         }
-        for record in job.records {
-            // No receivers is fine: nobody is subscribed.
-            let _ = self.events.send(Arc::new(record));
-        }
+        self.publish(job.records);
     }
 }
 
