@@ -48,6 +48,8 @@ point() {  # name binary mode script path conns
   local name=$1 bin=$2 mode=$3 script=$4 path=$5 conns=$6
   local url
   url=$(scratch_db house_price_load)
+  # A fresh spool too: rows an earlier point left there would be replayed into this database.
+  rm -rf "$OUT/spool"
   RUST_LOG=warn LOG_MODE=$mode MONITOR_INTERVAL_MS=0 SPOOL_DIR="$OUT/spool" taskset -c 0 \
     "$bin" serve --database-url "$url" --listen-addr "127.0.0.1:$PORT" & local server=$!
   wait_ready "$PORT"
@@ -88,6 +90,7 @@ has batch || exit 0
 
 # The 10,000-item batch: end-to-end time of one request (every item logged before the answer).
 url=$(scratch_db house_price_load)
+rm -rf "$OUT/spool"
 RUST_LOG=warn MONITOR_INTERVAL_MS=0 MAX_BATCH_SIZE=10000 MAX_ROWS_PER_REQUEST=10000 MAX_BODY_BYTES=4194304 \
   SPOOL_DIR="$OUT/spool" taskset -c 0 "$BIN" serve --database-url "$url" --listen-addr "127.0.0.1:$PORT" & server=$!
 wait_ready "$PORT"

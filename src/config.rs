@@ -29,8 +29,9 @@ pub mod defaults {
     pub const MODEL_DIR: &str = "models";
     /// Model answering requests that do not choose one.
     pub const DEFAULT_MODEL: &str = "baseline-linear";
-    /// Connections in the pool: the log writer holds one while it inserts, and history queries
-    /// share the rest. PostgreSQL's default max_connections is 100.
+    /// Connections in the service pool (history, monitoring, readiness, shadow prices). The log
+    /// writer has its own `LOG_WRITER_CONCURRENCY + 1` on top. PostgreSQL's default
+    /// max_connections is 100.
     pub const POOL_SIZE: u32 = 10;
     /// How long a query waits for a connection before the request fails with SERVICE_UNAVAILABLE.
     pub const ACQUIRE_TIMEOUT_MS: u64 = 3_000;

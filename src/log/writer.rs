@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -133,8 +134,9 @@ impl LogWriter {
         let stop = CancellationToken::new();
         let capacity = config.log_queue_rows.max(1);
         let rows = Arc::new(Semaphore::new(capacity));
+        let concurrency = config.log_writer_concurrency.max(1);
         let task = Arc::new(Task {
-            pool,
+            pool: writer_pool(&pool, concurrency),
             shadow,
             events: events.clone(),
             stop: stop.clone(),
@@ -147,7 +149,7 @@ impl LogWriter {
             rows: rows.clone(),
             capacity,
         });
-        let in_flight = Arc::new(Semaphore::new(config.log_writer_concurrency.max(1)));
+        let in_flight = Arc::new(Semaphore::new(concurrency));
         let handle = tokio::spawn(task.clone().run(rx, in_flight));
         let replay = task.spool.clone().map(|spool| tokio::spawn(task.clone().replay_loop(spool)));
         Ok(Self {
@@ -240,6 +242,7 @@ impl LogWriter {
         if let Some(replay) = replay {
             let _ = replay.await;
         }
+        self.inner.writer.pool.close().await;
         let status = self.status();
         if status.backlog.rows > 0 {
             tracing::warn!(
@@ -656,19 +659,32 @@ enum InsertError {
     Spool(String),
 }
 
+/// The writer's own connections: one per concurrent batch plus one for replay, from the service
+/// pool's connect options. Its own, so history and monitoring queries can never hold the
+/// connections commits wait for; and without sqlx's ping before each acquire (a round trip per
+/// batch), because [`insert`] already retries a statement that finds its connection dead.
+fn writer_pool(pool: &PgPool, concurrency: usize) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(u32::try_from(concurrency + 1).unwrap_or(u32::MAX))
+        .test_before_acquire(false)
+        .acquire_timeout(INSERT_TIMEOUT)
+        .connect_lazy_with(pool.connect_options().as_ref().clone())
+}
+
 /// Inserts the rows and their drift counters (one statement; `groups` as in
-/// [`store::insert_batch`]) within `budget`. The first
-/// statement on a connection the server dropped (a restart, a killed backend) fails at once:
-/// it is retried once on a fresh connection, so a database that is back answers the request.
+/// [`store::insert_batch`]) within `budget`. The first statement on a connection the server
+/// dropped (a restart, a killed backend) fails at once, and sqlx discards that connection: the
+/// statement is retried, at most once per pooled connection, so a database that is back answers
+/// the request even when every idle connection had died.
 async fn insert(pool: &PgPool, rows: &[&LogRecord], groups: &[usize], budget: Duration) -> Result<(), InsertError> {
     let deadline = tokio::time::Instant::now() + budget;
-    let mut retried = false;
+    let mut retries = pool.options().get_max_connections();
     loop {
         match tokio::time::timeout_at(deadline, store::insert_batch(pool, rows, groups)).await {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(err)) if !retried && is_dead_connection(&err) => {
-                tracing::debug!(error = %err, "log insert hit a dead connection; retrying once");
-                retried = true;
+            Ok(Err(err)) if retries > 0 && is_dead_connection(&err) => {
+                tracing::debug!(error = %err, "log insert hit a dead connection; retrying on another");
+                retries -= 1;
             }
             Ok(Err(err)) => return Err(err.into()),
             Err(_) => return Err(InsertError::Timeout(budget)),

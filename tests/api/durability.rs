@@ -121,6 +121,34 @@ async fn concurrent_batch_writers_lose_nothing_and_keep_counters_consistent(pool
     assert_eq!(counted, ok);
 }
 
+/// The writer has its own connections: a service pool exhausted by other work (here: its only
+/// connection held) must not delay or fail commits. With `LOG_FALLBACK=fail` a writer sharing the
+/// pool would wait for the connection and fail the request.
+#[sqlx::test]
+async fn an_exhausted_service_pool_does_not_hold_up_the_log(pool: PgPool) {
+    let service_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    let mut config = config();
+    config.log.log_fallback = LogFallback::Fail;
+    let app = TestApp::spawn_with(service_pool.clone(), config).await;
+    let _held = service_pool.acquire().await.unwrap();
+
+    let started = std::time::Instant::now();
+    let body = app.predict(1500.0, 3, 2.0).await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered in {:?}", started.elapsed());
+    let id = body["data"]["predictPrice"]["id"].as_str().unwrap();
+    let logged: i64 = sqlx::query_scalar("select count(*) from prediction_log where id = $1::uuid")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(logged, 1);
+}
+
 /// An accepted row with two drift bins, as the service would log it.
 fn logged_row(n: i32) -> house_price_api::log::LogRecord {
     house_price_api::log::LogRecord {
