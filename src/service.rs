@@ -14,7 +14,7 @@ use crate::auth::ApiKeys;
 use crate::config::AppConfig;
 use crate::error::{AppError, codes};
 use crate::log::{LogRecord, LogWriter, PredictionStatus, without_nul, without_nul_str};
-use crate::model::{Feature, HouseFeatures, LoadedModel, ModelRegistry, ModelSet, ScoreError, events};
+use crate::model::{Feature, HouseFeatures, LoadedModel, ModelRegistry, ModelSet, ScoreError, Warning, events};
 
 /// Everything a request handler needs; cloned into every request.
 #[derive(Clone)]
@@ -157,8 +157,32 @@ pub struct PredictionItem {
     pub raw_input: serde_json::Value,
 }
 
-/// The result of one item: the committed `ok` row, or the error the client gets for it.
-pub type ItemOutcome = Result<LogRecord, AppError>;
+/// What an accepted item answers with, taken from its scoring (its log row is committed, or
+/// spooled, by the time the caller sees it).
+#[derive(Debug, Clone)]
+pub struct Priced {
+    /// Id of the log row.
+    pub id: Uuid,
+    /// The request's `x-request-id`.
+    pub request_id: String,
+    /// Predicted price, USD.
+    pub price: f64,
+    /// The model that priced it.
+    pub model_name: String,
+    /// Its version.
+    pub model_version: String,
+    /// When the request was handled.
+    pub created_at: DateTime<Utc>,
+    /// Handling time before logging, µs.
+    pub latency_us: i64,
+    /// Features the model imputed.
+    pub imputed_features: Vec<String>,
+    /// Out-of-range values and unseen labels, as stored with the row.
+    pub warnings: Vec<Warning>,
+}
+
+/// The result of one item: its answer, or the error the client gets for it.
+pub type ItemOutcome = Result<Priced, AppError>;
 
 /// What a reload changed.
 #[derive(Debug, Clone)]
@@ -239,13 +263,26 @@ impl AppState {
             }
             let outcome = checked.and_then(|house| match scores.next() {
                 Some(Ok(scored)) => {
+                    // PostgreSQL cannot store U+0000, and the answer says what the row says.
+                    let warnings: Vec<Warning> = scored.warnings.into_iter().map(without_nul_warning).collect();
+                    let imputed: Vec<String> = scored.imputed.iter().map(|f| f.name().to_owned()).collect();
                     record.price = Some(scored.price);
-                    record.imputed_features = scored.imputed.iter().map(|f| f.name().to_owned()).collect();
                     record.features = serde_json::to_value(&scored.values).ok();
-                    record.warnings = without_nul(serde_json::to_value(&scored.warnings).unwrap_or_default());
+                    record.warnings = serde_json::to_value(&warnings).unwrap_or_default();
+                    record.imputed_features.clone_from(&imputed);
                     record.drift_bins = scored.drift_bins;
                     record.house = Some(house);
-                    Ok(())
+                    Ok(Priced {
+                        id: record.id,
+                        request_id: record.request_id.clone(),
+                        price: scored.price,
+                        model_name: model.card.name.clone(),
+                        model_version: model.card.version.clone(),
+                        created_at: record.created_at,
+                        latency_us,
+                        imputed_features: imputed,
+                        warnings,
+                    })
                 }
                 Some(Err(ScoreError::Invalid(e))) => {
                     Err(AppError::invalid(meta.route.field_path(&item.path, e.feature), e.message))
@@ -258,7 +295,7 @@ impl AppState {
             if let Err(err) = &outcome {
                 record_error(&mut record, err);
             }
-            outcomes.push(outcome.map(|()| record.clone()));
+            outcomes.push(outcome);
             records.push(record);
         }
 
@@ -384,6 +421,11 @@ fn new_record(
         house: None,
         drift_bins: Vec::new(),
     }
+}
+
+/// [`without_nul_str`] on a warning's texts.
+fn without_nul_warning(w: Warning) -> Warning {
+    Warning { feature: without_nul_str(w.feature), message: without_nul_str(w.message), ..w }
 }
 
 /// Marks `record` as refused with `err` (rejected for input errors, failed for server faults).

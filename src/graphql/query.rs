@@ -62,7 +62,7 @@ impl QueryRoot {
             let outcome = outcomes
                 .pop()
                 .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no outcome for a single prediction")))?;
-            Prediction::from_record(&outcome?)
+            Ok(Prediction::from(outcome?))
         })
         .await
     }
@@ -92,11 +92,7 @@ impl QueryRoot {
                 .map(|(index, outcome)| {
                     let index = i32::try_from(index).unwrap_or(i32::MAX);
                     Ok(match outcome {
-                        Ok(record) => BatchPredictionItem {
-                            index,
-                            prediction: Some(Prediction::from_record(&record)?),
-                            error: None,
-                        },
+                        Ok(priced) => BatchPredictionItem { index, prediction: Some(priced.into()), error: None },
                         Err(err) => BatchPredictionItem { index, prediction: None, error: Some((&err).into()) },
                     })
                 })

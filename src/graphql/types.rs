@@ -9,6 +9,7 @@ use crate::error::AppError;
 use crate::log::{LogRecord, PredictionStatus};
 use crate::model::card::FeatureSpec;
 use crate::model::{Feature, FeatureValue, HouseFeatures, LoadedModel, ModelSet, Warning};
+use crate::service::Priced;
 
 /// The features of one house to price. The first three are required (the seed service's inputs);
 /// the others are optional: a model that needs one you did not send uses the imputation value from
@@ -142,22 +143,18 @@ pub struct Prediction {
     pub warnings: Vec<Warning>,
 }
 
-impl Prediction {
-    /// From an `ok` log row.
-    pub fn from_record(record: &LogRecord) -> Result<Self, AppError> {
-        let price =
-            record.price.ok_or_else(|| AppError::Internal(anyhow::anyhow!("ok row {} has no price", record.id)))?;
-        Ok(Self {
-            id: ID(record.id.to_string()),
-            request_id: record.request_id.clone(),
-            price,
-            model: model_ref(record)
-                .ok_or_else(|| AppError::Internal(anyhow::anyhow!("row {} has no model", record.id)))?,
-            created_at: record.created_at,
-            latency_us: record.latency_us,
-            imputed_features: record.imputed_features.clone(),
-            warnings: warnings_of(record),
-        })
+impl From<Priced> for Prediction {
+    fn from(p: Priced) -> Self {
+        Self {
+            id: ID(p.id.to_string()),
+            request_id: p.request_id,
+            price: p.price,
+            model: ModelRef { name: p.model_name, version: p.model_version },
+            created_at: p.created_at,
+            latency_us: p.latency_us,
+            imputed_features: p.imputed_features,
+            warnings: p.warnings,
+        }
     }
 }
 

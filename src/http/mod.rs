@@ -185,7 +185,7 @@ async fn prever_precos(
         Err(_) => Err(AppError::Timeout(timeout.as_millis() as u64)),
     };
     match outcome {
-        Ok(record) => Json(json!({ "previsao": [record.price] })).into_response(),
+        Ok(priced) => Json(json!({ "previsao": [priced.price] })).into_response(),
         Err(err) => rest_error(err),
     }
 }
