@@ -112,11 +112,27 @@ impl AppError {
     /// Logs server-side faults with their cause chain (`{:#}` prints every `source()`).
     fn log_if_fault(&self) {
         match self {
-            Self::Unavailable(cause) => tracing::warn!(error = %format!("{cause:#}"), "request log unavailable"),
+            Self::Unavailable(cause) => warn_unavailable(cause),
             Self::Internal(cause) => tracing::error!(error = %format!("{cause:#}"), "internal error"),
             _ => {}
         }
     }
+}
+
+/// Logs a `SERVICE_UNAVAILABLE` cause, at most once per second: when the log is saturated or away
+/// every request fails the same way, and a line per request would flood the server log at the
+/// request rate. The line says how many failures it stands for since the previous one.
+fn warn_unavailable(cause: &anyhow::Error) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_SECOND: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if LAST_SECOND.swap(now, Ordering::Relaxed) == now {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+    tracing::warn!(error = %format!("{cause:#}"), suppressed, "request log unavailable");
 }
 
 impl From<sqlx::Error> for AppError {
