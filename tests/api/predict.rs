@@ -149,7 +149,9 @@ async fn a_request_without_an_id_gets_a_generated_one_in_header_and_row(pool: Pg
         .post_graphql("{ predictPrice(input: {squareFeet: 1000, bedrooms: 2, bathrooms: 1}) { requestId } }", json!({}))
         .await;
     let header = response.headers()["x-request-id"].to_str().unwrap().to_owned();
-    assert!(uuid::Uuid::parse_str(&header).is_ok(), "generated id is a UUID: {header}");
+    // Version 7 (time-ordered), so the log's request_id index grows at its right edge.
+    let generated = uuid::Uuid::parse_str(&header).unwrap_or_else(|_| panic!("generated id is a UUID: {header}"));
+    assert_eq!(generated.get_version_num(), 7, "{header}");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["data"]["predictPrice"]["requestId"], header.as_str());
     assert_eq!(app.count_rows(&format!("request_id = '{header}'")).await, 1);
