@@ -158,7 +158,8 @@ pub struct PredictionItem {
 }
 
 /// What an accepted item answers with, taken from its scoring (its log row is committed, or
-/// spooled, by the time the caller sees it).
+/// spooled, by the time the caller sees it). GraphQL's `Prediction` is a view of it
+/// (`graphql/types.rs`).
 #[derive(Debug, Clone)]
 pub struct Priced {
     /// Id of the log row.

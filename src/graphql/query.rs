@@ -6,8 +6,7 @@ use async_graphql::{Context, ErrorExtensions, ID, Object};
 use uuid::Uuid;
 
 use super::types::{
-    BatchPredictionItem, HouseInput, ModelInfo, PageInfo, Prediction, PredictionConnection, PredictionEdge,
-    PredictionFilter,
+    BatchPredictionItem, HouseInput, ModelInfo, PageInfo, PredictionConnection, PredictionEdge, PredictionFilter,
 };
 use crate::error::AppError;
 use crate::log::{Cursor, LogRecord, store};
@@ -17,7 +16,7 @@ use crate::monitoring::drift::{self, DriftPoint, DriftReport};
 use crate::monitoring::performance::{self, Bucket, PerformanceBucket};
 use crate::monitoring::reports::{self, MonitoringReport};
 use crate::monitoring::traffic::{self, TrafficBucket};
-use crate::service::{AppState, ItemPath, PredictionItem, RequestMeta};
+use crate::service::{AppState, ItemPath, PredictionItem, Priced, RequestMeta};
 
 /// The query root (`Query` in the schema).
 pub struct QueryRoot;
@@ -55,14 +54,11 @@ impl QueryRoot {
         ctx: &Context<'_>,
         input: HouseInput,
         model: Option<String>,
-    ) -> async_graphql::Result<Prediction> {
+    ) -> async_graphql::Result<Priced> {
         resolve(async {
             let (state, meta) = state(ctx)?;
             let mut outcomes = state.predict(meta, model.as_deref(), vec![item(ItemPath::Single, input)]).await?;
-            let outcome = outcomes
-                .pop()
-                .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no outcome for a single prediction")))?;
-            Ok(Prediction::from(outcome?))
+            outcomes.pop().ok_or_else(|| AppError::Internal(anyhow::anyhow!("no outcome for a single prediction")))?
         })
         .await
     }
@@ -92,7 +88,7 @@ impl QueryRoot {
                 .map(|(index, outcome)| {
                     let index = i32::try_from(index).unwrap_or(i32::MAX);
                     Ok(match outcome {
-                        Ok(priced) => BatchPredictionItem { index, prediction: Some(priced.into()), error: None },
+                        Ok(priced) => BatchPredictionItem { index, prediction: Some(priced), error: None },
                         Err(err) => BatchPredictionItem { index, prediction: None, error: Some((&err).into()) },
                     })
                 })

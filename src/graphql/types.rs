@@ -120,41 +120,43 @@ pub struct ModelRef {
     pub version: String,
 }
 
+// The GraphQL view of `service::Priced` (no copy of it: each field reads the scoring result).
 /// A priced house; its log row is committed (in the default durable mode) before this is returned.
-#[derive(Debug, Clone, SimpleObject)]
-pub struct Prediction {
+#[Object(name = "Prediction")]
+impl Priced {
     /// Id of the log row (`prediction_log.id`); use it with `prediction(id:)`.
-    pub id: ID,
+    async fn id(&self) -> ID {
+        ID(self.id.to_string())
+    }
     /// The HTTP request's `x-request-id` (shared by all items of a batch).
-    pub request_id: String,
+    async fn request_id(&self) -> &str {
+        &self.request_id
+    }
     /// Predicted sale price in US dollars.
-    pub price: f64,
+    async fn price(&self) -> f64 {
+        self.price
+    }
     /// The model that priced it.
-    pub model: ModelRef,
+    async fn model(&self) -> ModelRef {
+        ModelRef { name: self.model_name.clone(), version: self.model_version.clone() }
+    }
     /// When the request was handled.
-    pub created_at: DateTime<Utc>,
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
     /// Microseconds spent handling the request before logging.
-    pub latency_us: i64,
+    async fn latency_us(&self) -> i64 {
+        self.latency_us
+    }
     /// Features the model needed but the input did not give, filled with the card's imputation
     /// values (empty when the input was complete for this model).
-    pub imputed_features: Vec<String>,
+    async fn imputed_features(&self) -> &[String] {
+        &self.imputed_features
+    }
     /// Inputs outside the model's training range, or labels it never saw (imputed): the price is
     /// an extrapolation for these.
-    pub warnings: Vec<Warning>,
-}
-
-impl From<Priced> for Prediction {
-    fn from(p: Priced) -> Self {
-        Self {
-            id: ID(p.id.to_string()),
-            request_id: p.request_id,
-            price: p.price,
-            model: ModelRef { name: p.model_name, version: p.model_version },
-            created_at: p.created_at,
-            latency_us: p.latency_us,
-            imputed_features: p.imputed_features,
-            warnings: p.warnings,
-        }
+    async fn warnings(&self) -> &[Warning] {
+        &self.warnings
     }
 }
 
@@ -189,7 +191,7 @@ pub struct BatchPredictionItem {
     /// Position of the item in `inputs` (0-based).
     pub index: i32,
     /// The price, if the item was valid.
-    pub prediction: Option<Prediction>,
+    pub prediction: Option<Priced>,
     /// Why the item was not priced.
     pub error: Option<PredictionError>,
 }

@@ -104,7 +104,7 @@ impl<'a> DriftIncrements<'a> {
         let mut sums: HashMap<CounterKey<'a>, i64> = HashMap::new();
         let mut start = 0;
         for &len in groups {
-            let group = &rows[start..(start + len).min(rows.len())];
+            let Some(group) = rows.get(start..start + len) else { break };
             start += len;
             let Some(first) = group.first() else { continue };
             for row in group.iter().filter(|r| r.status == PredictionStatus::Ok) {
