@@ -190,16 +190,20 @@ fn parse_post(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limit: u
     }
     let body = std::str::from_utf8(&body)
         .map_err(|err| refuse(StatusCode::BAD_REQUEST, format!("the body is not UTF-8: {err}")))?;
-    let raw: &RawValue = serde_json::from_str(body)
-        .map_err(|err| refuse(StatusCode::BAD_REQUEST, format!("the body is not JSON: {err}")))?;
+    // One pass over the body: it is decoded straight into its shape, and a failure is then told
+    // apart as bad JSON (syntax) or JSON of the wrong shape (data).
     let not_an_object = || refuse(StatusCode::BAD_REQUEST, "the body must be a JSON object (or an array of them)");
-    match raw.get().trim_start().as_bytes().first() {
+    let refused = |err: &serde_json::Error| match err.classify() {
+        serde_json::error::Category::Data => not_an_object(),
+        _ => refuse(StatusCode::BAD_REQUEST, format!("the body is not JSON: {err}")),
+    };
+    match body.trim_start().as_bytes().first() {
         Some(b'{') => {
-            let params: Params<'_> = serde_json::from_str(raw.get()).map_err(|_| not_an_object())?;
+            let params: Params<'_> = serde_json::from_str(body).map_err(|err| refused(&err))?;
             Ok(BatchRequest::Single(request_from_params(&params)?))
         }
         Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(|_| not_an_object())?;
+            let items: Vec<&RawValue> = serde_json::from_str(body).map_err(|err| refused(&err))?;
             if items.len() > MAX_OPERATIONS_PER_REQUEST {
                 // A limit on the request's shape, like depth and complexity.
                 return Err((
@@ -222,7 +226,10 @@ fn parse_post(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limit: u
             }
             Ok(BatchRequest::Batch(requests))
         }
-        _ => Err(not_an_object()),
+        _ => Err(match serde_json::from_str::<serde::de::IgnoredAny>(body) {
+            Ok(_) => not_an_object(),
+            Err(err) => refused(&err),
+        }),
     }
 }
 
