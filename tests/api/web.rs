@@ -131,6 +131,39 @@ async fn a_body_without_a_query_is_a_bad_request(pool: PgPool) {
     assert_eq!(error_code(&body), "BAD_REQUEST", "{body}");
 }
 
+/// A body that is not JSON and a body that is JSON of the wrong shape are refused with different
+/// messages, so a client can tell a broken serialiser from a wrong request.
+#[sqlx::test]
+async fn bad_json_and_wrong_shapes_are_told_apart(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    for (body, expected) in [
+        ("{\"query\": ", "the body is not JSON"),
+        ("[{\"query\": \"{ __typename }\"}] trailing", "the body is not JSON"),
+        ("nope", "the body is not JSON"),
+        ("   ", "the body is not JSON"),
+        ("42", "the body must be a JSON object (or an array of them)"),
+        ("\"{ __typename }\"", "the body must be a JSON object (or an array of them)"),
+        (
+            "{\"query\": \"{ __typename }\", \"query\": \"{ __typename }\"}",
+            "the body must be a JSON object (or an array of them)",
+        ),
+    ] {
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(error_code(&answer), "BAD_REQUEST", "{body}: {answer}");
+        let message = answer["errors"][0]["message"].as_str().unwrap();
+        assert!(message.starts_with(expected), "{body}: {message}");
+    }
+}
+
 #[sqlx::test]
 async fn content_negotiation_and_methods_follow_graphql_over_http(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
