@@ -25,3 +25,10 @@ wait_ready() {
   echo "bench: the server on port $1 did not become ready" >&2
   return 1
 }
+
+# Waits until something listens on port $1 (10 s at most): for servers without /health.
+wait_listening() {
+  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.2; done
+  echo "bench: nothing listens on port $1" >&2
+  return 1
+}

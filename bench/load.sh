@@ -30,6 +30,11 @@ if [[ " ${BENCH_TARGETS:-graphql-null-log} " == *" graphql-null-log "* ]] && [ !
   cp "$BIN" "$NULL_BIN"
   cp "$OUT/house-price-api.keep" "$BIN"
 fi
+# The floor (bench/floor.rs): async-graphql and hyper alone, on the same runtime and allocator.
+FLOOR_BIN=target/release/examples/floor
+if [[ " ${BENCH_TARGETS:-floor-graphql} " == *" floor-"* ]]; then
+  cargo build --release --locked --example floor >&2
+fi
 TICKS=$(getconf CLK_TCK)
 
 cpu_of() {  # total utime+stime ticks of the given pids
@@ -42,22 +47,33 @@ cpu_of() {  # total utime+stime ticks of the given pids
   echo "$total"
 }
 pg_pids() { pgrep -u postgres -d ' ' postgres || true; }
+machine_ticks() {  # "busy idle" ticks of all cores since boot (/proc/stat; iowait counts as idle)
+  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat
+}
 
-printf '%-26s %5s %9s %8s %8s %10s %10s %9s %12s\n' target conns "req/s" p50 p99 "srv µs/req" "pg µs/row" "RSS MB" "rows/OK"
-point() {  # name binary mode script path conns
+printf '%-26s %5s %9s %8s %8s %10s %10s %9s %6s %7s %12s\n' target conns "req/s" p50 p99 "srv µs/req" "pg µs/row" \
+  "wrk µs/req" "idle%" "RSS MB" "rows/OK"
+point() {  # name binary mode script path conns  (mode "floor-http"/"floor-graphql": bench/floor.rs)
   local name=$1 bin=$2 mode=$3 script=$4 path=$5 conns=$6
   local url
   url=$(scratch_db house_price_load)
   # A fresh spool too: rows an earlier point left there would be replayed into this database.
   rm -rf "$OUT/spool"
-  RUST_LOG=warn LOG_MODE=$mode MONITOR_INTERVAL_MS=0 SPOOL_DIR="$OUT/spool" taskset -c 0 \
-    "$bin" serve --database-url "$url" --listen-addr "127.0.0.1:$PORT" & local server=$!
-  wait_ready "$PORT"
+  if [[ $mode == floor-* ]]; then
+    taskset -c 0 "$bin" "${mode#floor-}" "$PORT" & local server=$!
+    wait_listening "$PORT"
+  else
+    RUST_LOG=warn LOG_MODE=$mode MONITOR_INTERVAL_MS=0 SPOOL_DIR="$OUT/spool" taskset -c 0 \
+      "$bin" serve --database-url "$url" --listen-addr "127.0.0.1:$PORT" & local server=$!
+    wait_ready "$PORT"
+  fi
   taskset -c 1 wrk -t1 -c"$conns" -d3s -s "$script" "http://127.0.0.1:$PORT$path" > /dev/null  # warm-up
   local rows0; rows0=$(psql "$url" -At -c "select count(*) from prediction_log")
-  local s0 p0; s0=$(cpu_of $server); p0=$(cpu_of $(pg_pids))
-  taskset -c 1 wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$script" "http://127.0.0.1:$PORT$path" > "$OUT/$name-$conns.txt"
-  local s1 p1; s1=$(cpu_of $server); p1=$(cpu_of $(pg_pids))
+  local s0 p0 m0; s0=$(cpu_of $server); p0=$(cpu_of $(pg_pids)); m0=$(machine_ticks)
+  taskset -c 1 /usr/bin/time -f '%U %S' -o "$OUT/$name-$conns.wrk-cpu" \
+    wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$script" "http://127.0.0.1:$PORT$path" > "$OUT/$name-$conns.txt"
+  local s1 p1 m1; s1=$(cpu_of $server); p1=$(cpu_of $(pg_pids)); m1=$(machine_ticks)
+  local wrk_cpu; wrk_cpu=$(awk '{print $1 + $2}' "$OUT/$name-$conns.wrk-cpu")
   local rss; rss=$(awk '/VmRSS/ {printf "%.0f", $2/1024}' /proc/$server/status)
   sleep 0.5  # async mode: let the queue drain before counting
   local rows1; rows1=$(psql "$url" -At -c "select count(*) from prediction_log")
@@ -68,23 +84,29 @@ point() {  # name binary mode script path conns
   p50=$(awk '/^ +50%/ {print $2}' "$OUT/$name-$conns.txt")
   p99=$(awk '/^ +99%/ {print $2}' "$OUT/$name-$conns.txt")
   local rows=$((rows1 - rows0))
-  python3 - "$name" "$conns" "$rps" "$p50" "$p99" "$s0" "$s1" "$p0" "$p1" "$TICKS" "$requests" "$rows" "$rss" <<'PY'
+  python3 - "$name" "$conns" "$rps" "$p50" "$p99" "$s0" "$s1" "$p0" "$p1" "$TICKS" "$requests" "$rows" "$rss" \
+    "$wrk_cpu" $m0 $m1 <<'PY'
 import sys
 name, conns, rps, p50, p99 = sys.argv[1:6]
-s0, s1, p0, p1, ticks, requests, rows, rss = map(float, sys.argv[6:14])
+s0, s1, p0, p1, ticks, requests, rows, rss, wrk, mb0, mi0, mb1, mi1 = map(float, sys.argv[6:19])
 srv = (s1 - s0) / ticks * 1e6 / max(requests, 1)
 pg = (p1 - p0) / ticks * 1e6 / max(rows, 1) if rows else float("nan")
-print(f"{name:<26} {conns:>5} {float(rps):>9,.0f} {p50:>8} {p99:>8} {srv:>10.1f} {pg:>10.1f} {rss:>9.0f} {rows:>7.0f}/{requests:.0f}")
+wrk_us = wrk * 1e6 / max(requests, 1)
+idle = 100 * (mi1 - mi0) / max(mb1 - mb0 + mi1 - mi0, 1)
+print(f"{name:<26} {conns:>5} {float(rps):>9,.0f} {p50:>8} {p99:>8} {srv:>10.1f} {pg:>10.1f} {wrk_us:>9.1f} {idle:>6.0f} "
+      f"{rss:>7.0f} {rows:>7.0f}/{requests:.0f}")
 PY
 }
 
-TARGETS=${BENCH_TARGETS:-graphql-durable rest-durable graphql-async graphql-null-log batch}
+TARGETS=${BENCH_TARGETS:-graphql-durable rest-durable graphql-async graphql-null-log floor-graphql floor-http batch}
 has() { [[ " $TARGETS " == *" $1 "* ]]; }
 for conns in $CONNS; do
   if has graphql-durable; then point graphql-durable "$BIN" durable bench/predict.lua /graphql "$conns"; fi
   if has rest-durable; then point rest-durable "$BIN" durable bench/rest.lua /prever_precos/ "$conns"; fi
   if has graphql-async; then point graphql-async "$BIN" async bench/predict.lua /graphql "$conns"; fi
   if has graphql-null-log; then point graphql-null-log "$NULL_BIN" durable bench/predict.lua /graphql "$conns"; fi
+  if has floor-graphql; then point floor-graphql "$FLOOR_BIN" floor-graphql bench/predict.lua /graphql "$conns"; fi
+  if has floor-http; then point floor-http "$FLOOR_BIN" floor-http bench/predict.lua /graphql "$conns"; fi
 done
 has batch || exit 0
 
