@@ -19,6 +19,13 @@
 //! Rows the database refuses as data are never spooled: each request is retried alone so only the
 //! culprit fails. On shutdown the queue is closed and drained before the task ends; what is still
 //! spooled is replayed at the next start.
+//!
+//! In async mode the writer, its replay and its connections run on a runtime thread of their own
+//! (`log-writer`): requests that do not wait for commits can keep the request workers saturated,
+//! and a writer sharing their run queue was polled so late that a batch outlived `LOG_FAILOVER_MS`
+//! and the log spilled to the spool with PostgreSQL healthy. In durable mode requests wait for the
+//! writer, so they cannot outrun it, and it shares the request workers: handing every request's
+//! rows and answer between threads costs more CPU per request than it saves (bench/README.md).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,6 +117,9 @@ struct Inner {
     stop: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
     replay: Mutex<Option<JoinHandle<()>>>,
+    /// The writer's own runtime (async mode); shut down after the writer has drained (or when
+    /// the last handle is dropped without a shutdown).
+    runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
     /// One permit per row that may wait in memory (`LOG_QUEUE_ROWS`).
     rows: Arc<Semaphore>,
     capacity: usize,
@@ -135,8 +145,25 @@ impl LogWriter {
         let capacity = config.log_queue_rows.max(1);
         let rows = Arc::new(Semaphore::new(capacity));
         let concurrency = config.log_writer_concurrency.max(1);
+        let own_runtime = match config.log_mode {
+            LogMode::Async => Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("log-writer")
+                    .enable_all()
+                    .build()
+                    .map_err(|err| anyhow::anyhow!("cannot start the log writer's runtime: {err}"))?,
+            ),
+            LogMode::Durable => None,
+        };
+        let runtime = own_runtime.as_ref().map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone());
+        // The pool's maintenance tasks and connections belong to the writer's runtime too.
+        let writer_pool = {
+            let _writer_runtime = runtime.enter();
+            writer_pool(&pool, concurrency)
+        };
         let task = Arc::new(Task {
-            pool: writer_pool(&pool, concurrency),
+            pool: writer_pool,
             shadow,
             events: events.clone(),
             stop: stop.clone(),
@@ -150,8 +177,8 @@ impl LogWriter {
             capacity,
         });
         let in_flight = Arc::new(Semaphore::new(concurrency));
-        let handle = tokio::spawn(task.clone().run(rx, in_flight));
-        let replay = task.spool.clone().map(|spool| tokio::spawn(task.clone().replay_loop(spool)));
+        let handle = runtime.spawn(task.clone().run(rx, in_flight));
+        let replay = task.spool.clone().map(|spool| runtime.spawn(task.clone().replay_loop(spool)));
         Ok(Self {
             inner: Arc::new(Inner {
                 tx,
@@ -160,6 +187,7 @@ impl LogWriter {
                 stop,
                 task: Mutex::new(Some(handle)),
                 replay: Mutex::new(replay),
+                runtime: std::sync::Mutex::new(own_runtime),
                 rows,
                 capacity,
                 writer: task,
@@ -243,12 +271,50 @@ impl LogWriter {
             let _ = replay.await;
         }
         self.inner.writer.pool.close().await;
+        self.inner.stop_runtime();
         let status = self.status();
         if status.backlog.rows > 0 {
             tracing::warn!(
                 rows = status.backlog.rows,
                 "log rows left in the spool; they are replayed at the next start"
             );
+        }
+    }
+}
+
+impl Inner {
+    /// Stops the writer's runtime without waiting (safe from async code, unlike dropping it).
+    fn stop_runtime(&self) {
+        let runtime = self.runtime.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(runtime) = runtime {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// Without a [`LogWriter::shutdown`], the queue still drains: the channel closes with the last
+    /// handle, and a thread of its own waits for the writer to write what is queued before it
+    /// drops the runtime (which must not be dropped from async code).
+    fn drop(&mut self) {
+        let runtime = self.runtime.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let Some(runtime) = runtime else { return };
+        let Some(task) = self.task.get_mut().take() else { return runtime.shutdown_background() };
+        // Shared with the thread, so a thread that cannot start leaves the runtime here to stop.
+        let runtime = Arc::new(std::sync::Mutex::new(Some(runtime)));
+        let for_thread = runtime.clone();
+        let drained = std::thread::Builder::new().name("log-writer-drain".into()).spawn(move || {
+            let runtime = for_thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if let Some(runtime) = runtime {
+                let _ = runtime.block_on(task);
+            }
+        });
+        if let Err(err) = drained {
+            tracing::error!(error = %err, "cannot drain the log writer: queued rows are dropped");
+            let runtime = runtime.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if let Some(runtime) = runtime {
+                runtime.shutdown_background();
+            }
         }
     }
 }

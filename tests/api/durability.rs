@@ -100,6 +100,48 @@ async fn async_mode_answers_before_the_commit_and_still_logs(pool: PgPool) {
     assert_eq!(found, 1);
 }
 
+/// Async mode answers without waiting for commits, so requests can keep the request workers
+/// saturated; the writer must commit anyway. Here the test's runtime, which serves the requests,
+/// is blocked outright while the writer's linger runs out: the row still reaches PostgreSQL,
+/// watched from a thread of its own. (Sharing the request runtime, the writer's timer could not
+/// even fire until the block ended.)
+#[sqlx::test]
+async fn async_mode_commits_while_the_request_workers_are_busy(pool: PgPool) {
+    let mut config = config();
+    config.log.log_mode = LogMode::Async;
+    // The batch is sent only when the linger ends, which is after the block below has begun.
+    config.log.log_flush_interval_ms = 200;
+    config.log.log_batch_size = 10_000;
+    let app = TestApp::spawn_with(pool.clone(), config).await;
+    let body = app.predict(1500.0, 3, 2.0).await;
+    let id: uuid::Uuid = body["data"]["predictPrice"]["id"].as_str().unwrap().parse().unwrap();
+
+    let options = pool.connect_options().as_ref().clone();
+    let watcher = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let mut conn = PgConnection::connect_with(&options).await.unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while std::time::Instant::now() < deadline {
+                let found: i64 = sqlx::query_scalar("select count(*) from prediction_log where id = $1")
+                    .bind(id)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                if found == 1 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        })
+    });
+    // Busy request workers, at the extreme: this runtime does nothing until the watcher is done.
+    let committed_meanwhile = watcher.join().unwrap();
+    assert!(committed_meanwhile, "the row was not committed while the request runtime was busy");
+    assert_eq!(app.count_rows(&format!("id = '{id}'")).await, 1);
+}
+
 #[sqlx::test]
 async fn concurrent_batch_writers_lose_nothing_and_keep_counters_consistent(pool: PgPool) {
     let mut config = config();
