@@ -2,7 +2,8 @@
 # Load benchmark of the logging path (issue: "the logging path at the physical limit"): in one
 # invocation and under the same conditions — server pinned to core 0, wrk to core 1, a warm-up
 # discarded, PostgreSQL on the same host — this service's GraphQL `predictPrice` and REST route in
-# durable and async mode, the benchmark-only null-log build (what logging costs), at 1 / 16 / 64
+# durable and async mode, the benchmark-only null-log build (what logging costs), the floor
+# (bench/floor.rs: async-graphql with a trivial resolver, and hyper/axum alone), at 1 / 16 / 64
 # connections, and the 10,000-item `predictPrices` batch. Per point: req/s, p50/p99, server and
 # PostgreSQL CPU per request (from /proc), server RSS, and rows logged vs OK answers.
 #
