@@ -156,7 +156,11 @@ impl LogWriter {
             ),
             LogMode::Durable => None,
         };
-        let runtime = own_runtime.as_ref().map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone());
+        let runtime = match &own_runtime {
+            Some(own) => own.handle().clone(),
+            None => tokio::runtime::Handle::try_current()
+                .map_err(|err| anyhow::anyhow!("the log writer must be started inside a tokio runtime: {err}"))?,
+        };
         // The pool's maintenance tasks and connections belong to the writer's runtime too.
         let writer_pool = {
             let _writer_runtime = runtime.enter();
