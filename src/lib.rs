@@ -53,7 +53,7 @@ use config::{AppConfig, Cli, Command};
 use log::LogWriter;
 use log::shadow::ShadowScorer;
 use model::ModelRegistry;
-use service::AppState;
+use service::{AppParts, AppState};
 
 /// A built, bound, not yet running server.
 pub struct Application {
@@ -94,7 +94,7 @@ impl Application {
             tracing::error!(error = %err, "cannot store the models' reference distributions");
         }
         let schema = build_schema(&config.limits);
-        let state = AppState {
+        let state = AppState::new(AppParts {
             pool,
             models,
             log,
@@ -103,7 +103,7 @@ impl Application {
             shutdown: CancellationToken::new(),
             alerts: monitoring::evaluator::alert_channel(),
             reloads: Arc::default(),
-        };
+        });
         Ok(Self { listener, state, schema })
     }
 

@@ -16,9 +16,29 @@ use crate::error::{AppError, codes};
 use crate::log::{LogRecord, LogWriter, PredictionStatus, without_nul, without_nul_str};
 use crate::model::{Feature, HouseFeatures, LoadedModel, ModelRegistry, ModelSet, ScoreError, Warning, events};
 
-/// Everything a request handler needs; cloned into every request.
+/// Everything a request handler needs. It is cloned several times per request (axum's `State`,
+/// the GraphQL request data), so a clone is one reference count, not one per part: it derefs to
+/// [`AppParts`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    /// Shares `parts` between every request.
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct AppParts {
     /// PostgreSQL pool (history reads, readiness, model events).
     pub pool: PgPool,
     /// Loaded models (swapped atomically on reload).
