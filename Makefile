@@ -12,7 +12,7 @@ BIN := target/release/house-price-api
 WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$(scripts/db-setup.sh)}"; export DATABASE_URL; \
 	[[ "$$DATABASE_URL" =~ ^postgres(ql)?://[^[:space:]]+$$ ]] || { echo "DATABASE_URL is not one postgres:// URL" >&2; exit 1; };
 
-.PHONY: help run test web test-tools db migrate build lint fmt train schema bench bench-drift bench-chaos bench-load
+.PHONY: help run test web test-tools db migrate build lint fmt train schema bench bench-drift bench-chaos bench-load bench-profile
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -65,3 +65,6 @@ bench-chaos: web ## 60 s of load with the database link cut for 30 s, durable an
 bench-load: web ## The logging-path matrix: GraphQL/REST, durable/async/null-log, 1/16/64 connections, 10k batch
 	$(CARGO) build --release --locked
 	$(WITH_DB) bench/load.sh
+
+bench-profile: web ## Where a GraphQL request's server CPU goes, by part: the service against the floor (perf call graphs)
+	$(WITH_DB) bench/profile.sh
