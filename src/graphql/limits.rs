@@ -8,18 +8,20 @@
 //! else to [`LimitsConfig::max_query_depth`]. Both are checked right after parsing, before
 //! validation; the error is `GRAPHQL_VALIDATION_FAILED`, like every other limit.
 //!
-//! Parsing is the largest single cost of a small request (the pest parser), and clients send the
-//! same few documents over and over: documents that parsed and passed the depth limits are kept in
-//! a bounded LRU cache keyed by their text, so a repeated document is cloned, not parsed.
-//! Validation still runs on every request (it depends on the variables).
+//! Documents that parsed and passed the depth limits are kept in a [`DocumentCache`], so a repeated
+//! document is cloned, not parsed; an operation that validated is not validated again while the
+//! variables are surely valid for it (see [`super::documents`] for why that answers the same).
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextValidation,
+};
 use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
-use async_graphql::{Name, ServerError, ServerResult, Variables};
+use async_graphql::{Name, Request, ServerError, ServerResult, ValidationResult, Variables};
+
+use super::documents::{CachedDocument, DocumentCache};
 
 use crate::config::LimitsConfig;
 use crate::error::codes;
@@ -161,14 +163,6 @@ fn is_recursion_limit(err: &ServerError) -> bool {
         || err.message.contains("recursion limit exceeded")
 }
 
-/// Distinct documents kept parsed (checked at compile time: a constant, not a runtime panic).
-const CACHED_DOCUMENTS: NonZeroUsize = NonZeroUsize::new(512).expect("512 is not zero");
-/// Longer documents are parsed every time (they are rare, and would crowd the cache).
-const MAX_CACHED_QUERY_LEN: usize = 16 * 1024;
-
-/// Parsed documents that passed the depth limits, by their text.
-type DocumentCache = Mutex<lru::LruCache<String, Arc<ExecutableDocument>>>;
-
 /// Extension factory enforcing [`DepthLimits`] (and caching the documents that pass them).
 pub struct QueryLimits {
     limits: DepthLimits,
@@ -178,37 +172,57 @@ pub struct QueryLimits {
 impl QueryLimits {
     /// The extension for `limits`, with an empty document cache.
     pub fn new(limits: DepthLimits) -> Self {
-        Self { limits, cache: Arc::new(Mutex::new(lru::LruCache::new(CACHED_DOCUMENTS))) }
+        Self { limits, cache: Arc::default() }
+    }
+
+    /// Its document cache (tests read how many validations it spared).
+    pub fn cache(&self) -> Arc<DocumentCache> {
+        self.cache.clone()
     }
 }
 
 impl ExtensionFactory for QueryLimits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(QueryLimitsExtension { limits: self.limits, cache: self.cache.clone() })
+        Arc::new(QueryLimitsExtension {
+            limits: self.limits,
+            cache: self.cache.clone(),
+            operation_name: OnceLock::new(),
+            document: OnceLock::new(),
+            reuse: OnceLock::new(),
+        })
     }
 }
 
+/// One per request: what `parse_query` learnt, for `validation`.
 struct QueryLimitsExtension {
     limits: DepthLimits,
     cache: Arc<DocumentCache>,
+    /// The request's operation name (from `prepare_request`, which runs first).
+    operation_name: OnceLock<Option<String>>,
+    /// The request's document, when it is cached.
+    document: OnceLock<Arc<CachedDocument>>,
+    /// The validation result this request reuses instead of validating.
+    reuse: OnceLock<ValidationResult>,
 }
 
 impl QueryLimitsExtension {
-    fn cached(&self, query: &str) -> Option<ExecutableDocument> {
-        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.get(query).map(|doc| ExecutableDocument::clone(doc))
-    }
-
-    fn remember(&self, query: &str, doc: &ExecutableDocument) {
-        if query.len() <= MAX_CACHED_QUERY_LEN {
-            let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            cache.put(query.to_owned(), Arc::new(doc.clone()));
-        }
+    fn operation_name(&self) -> Option<&str> {
+        self.operation_name.get().and_then(Option::as_deref)
     }
 }
 
 #[async_graphql::async_trait::async_trait]
 impl Extension for QueryLimitsExtension {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        let _ = self.operation_name.set(request.operation_name.clone());
+        next.run(ctx, request).await
+    }
+
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -216,7 +230,13 @@ impl Extension for QueryLimitsExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        if let Some(doc) = self.cached(query) {
+        if let Some(cached) = self.cache.get(query) {
+            let registry = &ctx.schema_env.registry;
+            if let Some(result) = self.cache.reusable_validation(registry, &cached, self.operation_name(), variables) {
+                let _ = self.reuse.set(result);
+            }
+            let doc = cached.doc.clone();
+            let _ = self.document.set(cached);
             return Ok(doc);
         }
         let doc = next.run(ctx, query, variables).await.map_err(|err| {
@@ -230,8 +250,25 @@ impl Extension for QueryLimitsExtension {
         if !depths.within(self.limits) {
             return Err(refusal(TOO_DEEP, pos));
         }
-        self.remember(query, &doc);
+        if let Some(cached) = self.cache.put(query, &doc) {
+            let _ = self.document.set(cached);
+        }
         Ok(doc)
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        if let Some(result) = self.reuse.get() {
+            return Ok(*result);
+        }
+        let result = next.run(ctx).await?;
+        if let Some(cached) = self.document.get() {
+            cached.remember_validated(self.operation_name(), result);
+        }
+        Ok(result)
     }
 }
 
@@ -240,8 +277,98 @@ mod tests {
     use std::fmt::Write;
 
     use async_graphql::parser::parse_query;
+    use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+    use serde_json::json;
 
     use super::*;
+
+    struct Root;
+
+    #[Object]
+    impl Root {
+        /// Twice `n`.
+        async fn double(&self, n: i32) -> i32 {
+            n.saturating_mul(2)
+        }
+    }
+
+    struct Costly;
+
+    #[Object]
+    impl Costly {
+        /// `first` items: its complexity is computed from the argument.
+        #[graphql(complexity = "first.max(0) as usize + child_complexity")]
+        async fn items(&self, first: i32) -> Vec<i32> {
+            (0..first.clamp(0, 10)).collect()
+        }
+    }
+
+    const LIMITS: DepthLimits = DepthLimits { query: 10, introspection: 10, introspection_allowed: true };
+
+    /// A schema of `root` with the extension (and a complexity limit), and its cache.
+    fn schema_of<R: async_graphql::ObjectType + 'static>(
+        root: R,
+    ) -> (Schema<R, EmptyMutation, EmptySubscription>, Arc<DocumentCache>) {
+        let limits = QueryLimits::new(LIMITS);
+        let cache = limits.cache();
+        (Schema::build(root, EmptyMutation, EmptySubscription).limit_complexity(50).extension(limits).finish(), cache)
+    }
+
+    fn schema() -> (Schema<Root, EmptyMutation, EmptySubscription>, Arc<DocumentCache>) {
+        schema_of(Root)
+    }
+
+    fn request(query: &str, variables: serde_json::Value) -> Request {
+        Request::new(query).variables(Variables::from_json(variables))
+    }
+
+    fn errors(response: &async_graphql::Response) -> serde_json::Value {
+        serde_json::to_value(&response.errors).expect("serialises")
+    }
+
+    #[tokio::test]
+    async fn a_validated_operation_is_not_validated_again_while_its_variables_are_surely_valid() {
+        let (schema, cache) = schema();
+        let query = "query($n: Int!) { double(n: $n) }";
+        assert_eq!(
+            schema.execute(request(query, json!({"n": 2}))).await.data.into_json().unwrap(),
+            json!({"double": 4})
+        );
+        assert_eq!(cache.reused(), 0, "the first request validates");
+        assert_eq!(
+            schema.execute(request(query, json!({"n": 3}))).await.data.into_json().unwrap(),
+            json!({"double": 6})
+        );
+        assert_eq!(cache.reused(), 1, "the second reuses the result");
+
+        // Variables it cannot vouch for are validated in full: async-graphql's own errors, exactly
+        // as from a schema that never saw the document.
+        for bad in [json!({"n": "two"}), json!({"n": null}), json!({"n": 2.5})] {
+            let cached = schema.execute(request(query, bad.clone())).await;
+            let fresh = self::schema().0.execute(request(query, bad.clone())).await;
+            assert!(!cached.errors.is_empty(), "{bad}");
+            assert_eq!(errors(&cached), errors(&fresh), "{bad}");
+        }
+        assert_eq!(cache.reused(), 1);
+
+        // A named operation of a multi-operation document is remembered by its name.
+        let two = "query A($n: Int!) { double(n: $n) } query B { double(n: 1) }";
+        for name in ["A", "A", "B", "B"] {
+            let response = schema.execute(request(two, json!({"n": 5})).operation_name(name)).await;
+            assert!(response.errors.is_empty(), "{:?}", response.errors);
+        }
+        assert_eq!(cache.reused(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_schema_whose_complexity_depends_on_arguments_validates_every_time() {
+        let (schema, cache) = schema_of(Costly);
+        let query = "query($first: Int!) { items(first: $first) }";
+        assert!(schema.execute(request(query, json!({"first": 3}))).await.errors.is_empty());
+        let over = schema.execute(request(query, json!({"first": 100}))).await;
+        assert_eq!(over.errors[0].message, "Query is too complex.");
+        assert_eq!(cache.reused(), 0);
+    }
 
     fn depths(query: &str) -> Depths {
         Depths::of(&parse_query(query).expect("parses"))

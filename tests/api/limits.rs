@@ -149,7 +149,7 @@ async fn a_body_that_is_not_a_graphql_request_gets_bad_request(pool: PgPool) {
 }
 
 #[sqlx::test]
-async fn a_repeated_document_is_served_from_the_parse_cache_and_still_validated(pool: PgPool) {
+async fn a_repeated_document_is_parsed_and_validated_once_and_answers_as_if_it_were_not(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let query = "query($n: Int!) { modelEvents(first: $n) { id event } }";
     let first = app.graphql(query, json!({ "n": 1 })).await;
@@ -160,6 +160,37 @@ async fn a_repeated_document_is_served_from_the_parse_cache_and_still_validated(
     assert!(bad["errors"].as_array().is_some_and(|e| !e.is_empty()), "{bad}");
     let again = app.graphql(query, json!({ "n": 1 })).await;
     assert_eq!(again, first, "a cached document answers the same");
+
+    // Once an operation validated, valid variables skip validation and the rest are validated in
+    // full: every bad request gets the error a server that never saw the document gives.
+    let predict = "query($i: HouseInput!) { predictPrice(input: $i) { price } }";
+    let good = json!({ "i": { "squareFeet": 1500, "bedrooms": 3, "bathrooms": 2 } });
+    for _ in 0..2 {
+        let body = app.graphql(predict, good.clone()).await;
+        assert!(body["data"]["predictPrice"]["price"].is_number(), "{body}");
+    }
+    let fresh = TestApp::spawn(app.pool.clone()).await;
+    let bad = [
+        json!({ "i": { "squareFeet": "big", "bedrooms": 3, "bathrooms": 2 } }),
+        json!({ "i": { "squareFeet": 1500, "bedrooms": 3 } }),
+        json!({ "i": { "squareFeet": 1500, "bedrooms": 3, "bathrooms": 2, "pool": true } }),
+        json!({ "i": { "squareFeet": 1500, "bedrooms": 2.5, "bathrooms": 2 } }),
+        json!({ "i": null }),
+        json!({ "i": 7 }),
+        json!({ "i": { "squareFeet": 1500, "bedrooms": 99, "bathrooms": 2 } }),
+    ];
+    let without_request_ids = |mut body: serde_json::Value| {
+        for error in body["errors"].as_array_mut().into_iter().flatten() {
+            error["extensions"].as_object_mut().map(|e| e.remove("requestId"));
+        }
+        body
+    };
+    for variables in bad {
+        let cached = app.graphql(predict, variables.clone()).await;
+        let uncached = fresh.graphql(predict, variables.clone()).await;
+        assert!(cached["errors"].as_array().is_some_and(|e| !e.is_empty()), "{variables}: {cached}");
+        assert_eq!(without_request_ids(cached), without_request_ids(uncached), "{variables}");
+    }
     // A document over the depth limit is refused every time (never cached).
     let deep = "{ a { b { c { d { e { f { g { h { i { j { k { l } } } } } } } } } } } }";
     for _ in 0..2 {
