@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, Utc};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::record::{INSERTED_COLUMNS, LogRecord, PredictionStatus, SELECTED_SHADOW_COLUMNS, bind_inserted};
@@ -25,7 +25,7 @@ use crate::error::AppError;
 /// is inserted now. So a retried batch whose first commit did succeed inserts nothing the second
 /// time and counts nothing twice, without PostgreSQL joining every (row, feature) pair.
 #[tracing::instrument(name = "log.insert_batch", skip_all, fields(rows = rows.len()))]
-pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord], groups: &[usize]) -> sqlx::Result<()> {
+pub async fn insert_batch(conn: &mut PgConnection, rows: &[&LogRecord], groups: &[usize]) -> sqlx::Result<()> {
     debug_assert_eq!(groups.iter().sum::<usize>(), rows.len(), "groups must cover the rows");
     let counts = DriftIncrements::of(rows, groups);
     let query = sqlx::query(sqlx::AssertSqlSafe(INSERT_SQL.as_str()));
@@ -37,7 +37,7 @@ pub async fn insert_batch(pool: &PgPool, rows: &[&LogRecord], groups: &[usize]) 
         .bind(counts.features)
         .bind(counts.bins)
         .bind(counts.n)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(())
 }

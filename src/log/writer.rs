@@ -31,8 +31,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -167,7 +168,7 @@ impl LogWriter {
             writer_pool(&pool, concurrency)
         };
         let task = Arc::new(Task {
-            pool: writer_pool,
+            conns: Connections::new(writer_pool),
             shadow,
             events: events.clone(),
             stop: stop.clone(),
@@ -274,7 +275,7 @@ impl LogWriter {
         if let Some(replay) = replay {
             let _ = replay.await;
         }
-        self.inner.writer.pool.close().await;
+        self.inner.writer.conns.close().await;
         self.inner.stop_runtime();
         let status = self.status();
         if status.backlog.rows > 0 {
@@ -324,7 +325,7 @@ impl Drop for Inner {
 }
 
 struct Task {
-    pool: PgPool,
+    conns: Connections,
     shadow: Option<ShadowScorer>,
     events: broadcast::Sender<Arc<LogRecord>>,
     stop: CancellationToken,
@@ -421,7 +422,7 @@ impl Task {
         }
         let rows: Vec<&LogRecord> = batch.iter().flat_map(|job| &job.records).collect();
         let started = Instant::now();
-        let result = insert(&self.pool, &rows, &[rows.len()], self.insert_timeout).await;
+        let result = self.conns.insert(&rows, &[rows.len()], self.insert_timeout).await;
         metrics::histogram!("prediction_log_batch_rows").record(rows.len() as f64);
         metrics::histogram!("prediction_log_commit_seconds").record(started.elapsed().as_secs_f64());
         drop(rows);
@@ -433,7 +434,7 @@ impl Task {
                 tracing::warn!(error = %err, jobs = batch.len(), "batch refused by the database; writing jobs one by one");
                 for job in batch {
                     let rows: Vec<&LogRecord> = job.records.iter().collect();
-                    let result = insert(&self.pool, &rows, &[rows.len()], self.insert_timeout).await;
+                    let result = self.conns.insert(&rows, &[rows.len()], self.insert_timeout).await;
                     drop(rows);
                     match (result, &self.spool) {
                         (Ok(()), _) => self.committed(job),
@@ -616,13 +617,13 @@ impl Task {
     #[tracing::instrument(name = "log.replay_chunk", skip_all, fields(rows = rows.len()))]
     async fn replay_chunk(&self, rows: Vec<LogRecord>, groups: &[usize]) -> Result<(), InsertError> {
         let refs: Vec<&LogRecord> = rows.iter().collect();
-        match insert(&self.pool, &refs, groups, INSERT_TIMEOUT).await {
+        match self.conns.insert(&refs, groups, INSERT_TIMEOUT).await {
             Ok(()) => {}
             Err(err) if is_data_error(&err) => {
                 // A row the database refuses would block the spool forever: write the rows one
                 // by one and set the refused ones aside, loudly.
                 for row in &refs {
-                    match insert(&self.pool, std::slice::from_ref(row), &[1], INSERT_TIMEOUT).await {
+                    match self.conns.insert(std::slice::from_ref(row), &[1], INSERT_TIMEOUT).await {
                         Ok(()) => {}
                         Err(err) if is_data_error(&err) => {
                             metrics::counter!("prediction_log_rows_dropped_total").increment(1);
@@ -690,7 +691,7 @@ impl Task {
         for delay in ASYNC_RETRY_DELAYS {
             tokio::time::sleep(delay).await;
             // The jobs were one failed statement (or part of one): all or nothing, one group.
-            match insert(&self.pool, &rows, &[rows.len()], INSERT_TIMEOUT).await {
+            match self.conns.insert(&rows, &[rows.len()], INSERT_TIMEOUT).await {
                 Ok(()) => {
                     drop(rows);
                     for job in jobs {
@@ -732,7 +733,8 @@ enum InsertError {
 /// The writer's own connections: one per concurrent batch plus one for replay, from the service
 /// pool's connect options. Its own, so history and monitoring queries can never hold the
 /// connections commits wait for; and without sqlx's ping before each acquire (a round trip per
-/// batch), because [`insert`] already retries a statement that finds its connection dead.
+/// batch), because [`Connections::insert`] already retries a statement that finds its connection
+/// dead.
 fn writer_pool(pool: &PgPool, concurrency: usize) -> PgPool {
     PgPoolOptions::new()
         .max_connections(u32::try_from(concurrency + 1).unwrap_or(u32::MAX))
@@ -741,24 +743,72 @@ fn writer_pool(pool: &PgPool, concurrency: usize) -> PgPool {
         .connect_lazy_with(pool.connect_options().as_ref().clone())
 }
 
-/// Inserts the rows and their drift counters (one statement; `groups` as in
-/// [`store::insert_batch`]) within `budget`. The first statement on a connection the server
-/// dropped (a restart, a killed backend) fails at once, and sqlx discards that connection: the
-/// statement is retried, at most once per pooled connection, so a database that is back answers
-/// the request even when every idle connection had died.
-async fn insert(pool: &PgPool, rows: &[&LogRecord], groups: &[usize], budget: Duration) -> Result<(), InsertError> {
-    let deadline = tokio::time::Instant::now() + budget;
-    let mut retries = pool.options().get_max_connections();
-    loop {
-        match tokio::time::timeout_at(deadline, store::insert_batch(pool, rows, groups)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(err)) if retries > 0 && is_dead_connection(&err) => {
-                tracing::debug!(error = %err, "log insert hit a dead connection; retrying on another");
-                retries -= 1;
-            }
-            Ok(Err(err)) => return Err(err.into()),
-            Err(_) => return Err(InsertError::Timeout(budget)),
+/// The writer pool, with the connections of batches that succeeded kept checked out.
+///
+/// sqlx's pool pings every connection returned to it (a `Sync` round trip, which also wakes the
+/// backend) and spawns a task to do so, so that a connection left mid-statement by a cancelled
+/// future is clean or closed before anyone reuses it. A statement that completed leaves its
+/// connection clean, so the writer keeps it for the next batch instead. A connection whose
+/// statement failed or was cancelled (the failover timeout drops the future) is never kept: it
+/// goes back to the pool, which resyncs or closes it, as before.
+struct Connections {
+    pool: PgPool,
+    kept: std::sync::Mutex<Vec<PoolConnection<Postgres>>>,
+}
+
+impl Connections {
+    fn new(pool: PgPool) -> Self {
+        Self { pool, kept: std::sync::Mutex::default() }
+    }
+
+    fn take_kept(&self) -> Option<PoolConnection<Postgres>> {
+        self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+    }
+
+    fn keep(&self, conn: PoolConnection<Postgres>) {
+        if !self.pool.is_closed() {
+            self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(conn);
         }
+    }
+
+    /// Inserts the rows and their drift counters (one statement; `groups` as in
+    /// [`store::insert_batch`]) within `budget`. The first statement on a connection the server
+    /// dropped (a restart, a killed backend) fails at once, and that connection is discarded: the
+    /// statement is retried, at most once per pooled connection, so a database that is back
+    /// answers the request even when every idle connection had died.
+    async fn insert(&self, rows: &[&LogRecord], groups: &[usize], budget: Duration) -> Result<(), InsertError> {
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut retries = self.pool.options().get_max_connections();
+        loop {
+            // The connection lives inside the attempt: cancelled or failed, it is dropped (back to
+            // the pool, which resyncs or closes it); only a completed statement's is kept.
+            let attempt = async {
+                let mut conn = match self.take_kept() {
+                    Some(conn) => conn,
+                    None => self.pool.acquire().await?,
+                };
+                store::insert_batch(&mut conn, rows, groups).await?;
+                Ok::<_, sqlx::Error>(conn)
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(conn)) => {
+                    self.keep(conn);
+                    return Ok(());
+                }
+                Ok(Err(err)) if retries > 0 && is_dead_connection(&err) => {
+                    tracing::debug!(error = %err, "log insert hit a dead connection; retrying on another");
+                    retries -= 1;
+                }
+                Ok(Err(err)) => return Err(err.into()),
+                Err(_) => return Err(InsertError::Timeout(budget)),
+            }
+        }
+    }
+
+    /// Returns the kept connections and closes the pool.
+    async fn close(&self) {
+        self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.pool.close().await;
     }
 }
 

@@ -242,7 +242,8 @@ async fn a_replayed_chunk_counts_the_drift_bins_of_exactly_the_batches_it_insert
     };
 
     let first: Vec<_> = committed.iter().collect();
-    insert_batch(&pool, &first, &[first.len()]).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    insert_batch(&mut conn, &first, &[first.len()]).await.unwrap();
     assert_eq!(
         counters(pool.clone()).await,
         [("bedrooms".into(), 0, 2), ("bedrooms".into(), 1, 1), ("squareFeet".into(), 4, 3)]
@@ -251,7 +252,7 @@ async fn a_replayed_chunk_counts_the_drift_bins_of_exactly_the_batches_it_insert
     let chunk: Vec<_> = committed.iter().chain(&lost).collect();
     let expected = [("bedrooms".into(), 0, 4), ("bedrooms".into(), 1, 3), ("squareFeet".into(), 4, 7)];
     for _ in 0..2 {
-        insert_batch(&pool, &chunk, &[committed.len(), lost.len()]).await.unwrap();
+        insert_batch(&mut conn, &chunk, &[committed.len(), lost.len()]).await.unwrap();
         assert_eq!(counters(pool.clone()).await, expected, "each accepted row counted once");
     }
     let rows: i64 = sqlx::query_scalar("select count(*) from prediction_log").fetch_one(&pool).await.unwrap();
