@@ -52,6 +52,12 @@ const EVENT_CAPACITY: usize = 4_096;
 /// replay attempt gives up (a stalled database must not hang requests or shutdown forever). A
 /// statement that commits later is harmless: inserts are idempotent on the row id.
 const INSERT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Async mode: how long the writer waits, when a batch leaves the queue empty, before it takes the
+/// next. Its requests do not wait for it, so this costs them nothing; without it, a writer that
+/// is faster than the requests (the spool's appends are) parks on the queue after every batch and
+/// each request's row wakes its thread: a futex and a context switch per request on the server's
+/// core, and a spool append per few rows.
+const ASYNC_COALESCE: Duration = Duration::from_millis(1);
 /// Most rows one replay statement writes: big enough to drain fast, small enough for one round trip.
 const REPLAY_CHUNK_ROWS: usize = 5_000;
 /// Replay retries back off from the first delay to the last while the database stays away.
@@ -174,6 +180,7 @@ impl LogWriter {
             stop: stop.clone(),
             batch_size: config.log_batch_size.max(1),
             flush_interval: config.flush_interval(),
+            coalesce: if config.log_mode == LogMode::Async { ASYNC_COALESCE } else { Duration::ZERO },
             insert_timeout: if spool.is_some() { config.failover() } else { INSERT_TIMEOUT },
             spool,
             spooling: AtomicBool::new(false),
@@ -331,6 +338,8 @@ struct Task {
     stop: CancellationToken,
     batch_size: usize,
     flush_interval: Duration,
+    /// [`ASYNC_COALESCE`] in async mode, zero in durable mode (where requests wait for the batch).
+    coalesce: Duration,
     /// How long a direct insert may take: `LOG_FAILOVER_MS` with a spool, [`INSERT_TIMEOUT`] without.
     insert_timeout: Duration,
     /// `LOG_FALLBACK=spool`.
@@ -354,6 +363,9 @@ impl Task {
             let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
             // Reap finished flushes so the set does not grow.
             while flushes.try_join_next().is_some() {}
+            if !self.coalesce.is_zero() && !closing && rx.is_empty() {
+                tokio::time::sleep(self.coalesce).await;
+            }
             let first = if closing {
                 rx.recv().await
             } else {
