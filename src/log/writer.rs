@@ -817,10 +817,14 @@ impl Connections {
         }
     }
 
-    /// Returns the kept connections and closes the pool.
+    /// Closes the pool, returning the kept connections to it. The pool is marked closed first
+    /// (`close` does that before its future is polled), so an insert that ends meanwhile drops its
+    /// connection instead of keeping it, and the close, which waits for every connection to come
+    /// back, cannot wait for a kept one.
     async fn close(&self) {
+        let closed = self.pool.close();
         self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
-        self.pool.close().await;
+        closed.await;
     }
 }
 
