@@ -28,7 +28,7 @@ PARTS = [
     ("        scoring", ["LoadedModel::score"]),
     ("        the log row", ["service::new_record"]),
     ("        hand-off to the writer", ["LogWriter::submit"]),
-    ("      the answer (Prediction fields)", ["OutputType for house_price_api::service::Priced"]),
+    ("      the answer (Prediction fields)", ["OutputType for house_price_api::service::Prediction"]),
     ("    response -> JSON body", ["http::graphql::respond", "async_graphql_axum::response::GraphQLResponse"]),
     ("log writer task (encode, send, wake)", ["log::writer::Task::run"]),
     ("  binding the batch's 29 arrays", ["log::record::bind_inserted"]),

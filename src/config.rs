@@ -129,14 +129,35 @@ pub enum Command {
 /// Log output.
 #[derive(Debug, Clone, Args)]
 pub struct TelemetryConfig {
-    /// `pretty` for humans, `json` for log shippers. Filter with RUST_LOG (default `info`).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
-    pub log_format: LogFormat,
+    /// Format of the server's own diagnostic output (tracing): `pretty` for humans, `json` for
+    /// log shippers. Filter with RUST_LOG (default `info`). ("Log" settings, `LOG_*`, are the
+    /// prediction log's.)
+    #[arg(long, env = "TRACE_FORMAT", value_enum, global = true)]
+    pub trace_format: Option<TraceFormat>,
+    /// Deprecated name of `TRACE_FORMAT`, still read (with a warning) when `TRACE_FORMAT` is unset.
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, global = true, hide = true)]
+    pub deprecated_log_format: Option<TraceFormat>,
 }
 
-/// Log output format.
+impl TelemetryConfig {
+    /// The tracing format in force: `TRACE_FORMAT`, else the deprecated `LOG_FORMAT`, else pretty.
+    pub fn format(&self) -> TraceFormat {
+        self.trace_format.or(self.deprecated_log_format).unwrap_or(TraceFormat::Pretty)
+    }
+
+    /// Deprecated settings that are set, with what replaces them, to warn about once tracing is up.
+    pub fn deprecations(&self) -> Vec<(&'static str, &'static str)> {
+        let mut found = Vec::new();
+        if self.deprecated_log_format.is_some() {
+            found.push(("LOG_FORMAT", "TRACE_FORMAT"));
+        }
+        found
+    }
+}
+
+/// Format of the server's tracing output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub enum TraceFormat {
     /// Human-readable lines.
     Pretty,
     /// One JSON object per line.

@@ -136,9 +136,9 @@ fn warn_unavailable(cause: &anyhow::Error) {
 }
 
 impl From<sqlx::Error> for AppError {
-    /// Connection-level failures (and PostgreSQL's connection/shutdown/resource SQLSTATE classes
-    /// 08, 53, 57) mean the database is unreachable: `SERVICE_UNAVAILABLE`. Anything else is a bug
-    /// or schema mismatch: `INTERNAL_SERVER_ERROR`.
+    /// What [`crate::db::DbFault`] calls unavailable (the connection lost, no connection to be
+    /// had, the server refusing work) is `SERVICE_UNAVAILABLE`. Anything else is a bug or schema
+    /// mismatch: `INTERNAL_SERVER_ERROR`.
     fn from(err: sqlx::Error) -> Self {
         if is_unavailable(&err) {
             return Self::Unavailable(err.into());
@@ -149,13 +149,7 @@ impl From<sqlx::Error> for AppError {
 
 /// Whether `err` means "the database cannot serve now" rather than "this query is wrong".
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => {
-            db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("53") || code.starts_with("57"))
-        }
-        _ => false,
-    }
+    crate::db::DbFault::of(err).is_unavailable()
 }
 
 impl ErrorExtensions for AppError {

@@ -84,6 +84,7 @@ impl Application {
         let listener =
             TcpListener::bind(listen_addr).await.with_context(|| format!("cannot listen on {listen_addr}"))?;
         let _ = telemetry::metrics_handle();
+        telemetry::warn_deprecated_metrics();
         let models = Arc::new(models);
         let shadow = config.shadow_model.is_some().then(|| ShadowScorer::spawn(pool.clone(), models.clone()));
         let log = LogWriter::spawn(pool.clone(), &config.log, shadow)?;

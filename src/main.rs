@@ -15,7 +15,10 @@ fn main() -> ExitCode {
     // Before the runtime starts its threads: loading `.env` sets environment variables.
     let dotenv = load_dotenv();
     let cli = Cli::parse();
-    telemetry::init_tracing(cli.telemetry.log_format);
+    telemetry::init_tracing(cli.telemetry.format());
+    for (old, new) in cli.telemetry.deprecations() {
+        tracing::warn!(setting = old, replacement = new, "{old} is deprecated and will be removed: set {new} instead");
+    }
     if let Some(err) = dotenv {
         tracing::warn!(error = %err, ".env was not read");
     }

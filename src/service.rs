@@ -13,8 +13,10 @@ use uuid::Uuid;
 use crate::auth::ApiKeys;
 use crate::config::AppConfig;
 use crate::error::{AppError, codes};
-use crate::log::{LogRecord, LogWriter, PredictionStatus, without_nul, without_nul_str};
-use crate::model::{Feature, HouseFeatures, LoadedModel, ModelRegistry, ModelSet, ScoreError, Warning, events};
+use crate::log::{LogWriter, PredictionRecord, PredictionStatus, without_nul, without_nul_str};
+use crate::model::{
+    Feature, HouseFeatures, LoadedModel, ModelRegistry, ModelSet, PredictionWarning, ScoreError, events,
+};
 
 /// Everything a request handler needs. It is cloned several times per request (axum's `State`,
 /// the GraphQL request data), so a clone is one reference count, not one per part: it derefs to
@@ -181,7 +183,7 @@ pub struct PredictionItem {
 /// spooled, by the time the caller sees it). GraphQL's `Prediction` is a view of it
 /// (`graphql/types.rs`).
 #[derive(Debug, Clone)]
-pub struct Priced {
+pub struct Prediction {
     /// Id of the log row.
     pub id: Uuid,
     /// The request's `x-request-id`.
@@ -199,11 +201,11 @@ pub struct Priced {
     /// Features the model imputed.
     pub imputed_features: Vec<String>,
     /// Out-of-range values and unseen labels, as stored with the row.
-    pub warnings: Vec<Warning>,
+    pub warnings: Vec<PredictionWarning>,
 }
 
 /// The result of one item: its answer, or the error the client gets for it.
-pub type ItemOutcome = Result<Priced, AppError>;
+pub type ItemOutcome = Result<Prediction, AppError>;
 
 /// What a reload changed.
 #[derive(Debug, Clone)]
@@ -285,7 +287,8 @@ impl AppState {
             let outcome = checked.and_then(|house| match scores.next() {
                 Some(Ok(scored)) => {
                     // PostgreSQL cannot store U+0000, and the answer says what the row says.
-                    let warnings: Vec<Warning> = scored.warnings.into_iter().map(without_nul_warning).collect();
+                    let warnings: Vec<PredictionWarning> =
+                        scored.warnings.into_iter().map(without_nul_warning).collect();
                     let imputed: Vec<String> = scored.imputed.iter().map(|f| f.name().to_owned()).collect();
                     record.price = Some(scored.price);
                     record.features = serde_json::to_value(&scored.values).ok();
@@ -293,7 +296,7 @@ impl AppState {
                     record.imputed_features.clone_from(&imputed);
                     record.drift_bins = scored.drift_bins;
                     record.house = Some(house);
-                    Ok(Priced {
+                    Ok(Prediction {
                         id: record.id,
                         request_id: record.request_id.clone(),
                         price: scored.price,
@@ -410,8 +413,8 @@ fn new_record(
     item_index: Option<i32>,
     raw_input: serde_json::Value,
     latency_us: i64,
-) -> LogRecord {
-    LogRecord {
+) -> PredictionRecord {
+    PredictionRecord {
         id: Uuid::now_v7(),
         request_id: meta.request_id.clone(),
         item_index,
@@ -445,12 +448,12 @@ fn new_record(
 }
 
 /// [`without_nul_str`] on a warning's texts.
-fn without_nul_warning(w: Warning) -> Warning {
-    Warning { feature: without_nul_str(w.feature), message: without_nul_str(w.message), ..w }
+fn without_nul_warning(w: PredictionWarning) -> PredictionWarning {
+    PredictionWarning { feature: without_nul_str(w.feature), message: without_nul_str(w.message), ..w }
 }
 
 /// Marks `record` as refused with `err` (rejected for input errors, failed for server faults).
-fn record_error(record: &mut LogRecord, err: &AppError) {
+fn record_error(record: &mut PredictionRecord, err: &AppError) {
     record.status = match err.code() {
         codes::BAD_USER_INPUT => PredictionStatus::Rejected,
         _ => PredictionStatus::Failed,

@@ -9,14 +9,14 @@ use super::types::{
     BatchPredictionItem, HouseInput, ModelInfo, PageInfo, PredictionConnection, PredictionEdge, PredictionFilter,
 };
 use crate::error::AppError;
-use crate::log::{Cursor, LogRecord, store};
+use crate::log::{Cursor, PredictionRecord, store};
 use crate::model::events::{self, ModelEvent};
 use crate::model::registry;
 use crate::monitoring::drift::{self, DriftPoint, DriftReport};
 use crate::monitoring::performance::{self, Bucket, PerformanceBucket};
 use crate::monitoring::reports::{self, MonitoringReport};
 use crate::monitoring::traffic::{self, TrafficBucket};
-use crate::service::{AppState, ItemPath, PredictionItem, Priced, RequestMeta};
+use crate::service::{AppState, ItemPath, Prediction, PredictionItem, RequestMeta};
 
 /// The query root (`Query` in the schema).
 pub struct QueryRoot;
@@ -54,7 +54,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         input: HouseInput,
         model: Option<String>,
-    ) -> async_graphql::Result<Priced> {
+    ) -> async_graphql::Result<Prediction> {
         resolve(async {
             let (state, meta) = state(ctx)?;
             let mut outcomes = state.predict(meta, model.as_deref(), vec![item(ItemPath::Single, input)]).await?;
@@ -148,7 +148,7 @@ impl QueryRoot {
     }
 
     /// One log row by id; `NOT_FOUND` if there is none.
-    async fn prediction(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<LogRecord> {
+    async fn prediction(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PredictionRecord> {
         resolve(async {
             let state = data::<AppState>(ctx)?;
             let uuid = Uuid::parse_str(&id).map_err(|_| AppError::invalid("id", "is not a prediction id (UUID)"))?;

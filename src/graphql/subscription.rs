@@ -6,7 +6,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::query::data;
-use crate::log::{LogRecord, PredictionStatus};
+use crate::log::{PredictionRecord, PredictionStatus};
 use crate::monitoring::evaluator::DriftAlert;
 use crate::service::AppState;
 
@@ -22,13 +22,13 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
         status: Option<PredictionStatus>,
-    ) -> async_graphql::Result<impl Stream<Item = LogRecord> + use<>> {
+    ) -> async_graphql::Result<impl Stream<Item = PredictionRecord> + use<>> {
         let state = data::<AppState>(ctx).map_err(|e| e.extend())?;
         let shutdown = state.shutdown.clone().cancelled_owned();
         let stream = BroadcastStream::new(state.log.subscribe())
             .filter_map(move |event| async move {
                 match event {
-                    Ok(record) if status.is_none_or(|s| s == record.status) => Some(LogRecord::clone(&record)),
+                    Ok(record) if status.is_none_or(|s| s == record.status) => Some(PredictionRecord::clone(&record)),
                     Ok(_) => None,
                     Err(BroadcastStreamRecvError::Lagged(n)) => {
                         tracing::warn!(skipped = n, "predictionLogged subscriber lagged");

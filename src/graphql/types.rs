@@ -2,14 +2,14 @@
 
 use async_graphql::{ID, InputObject, Json, Object, SimpleObject};
 
-pub use crate::log::HistoryFilter as PredictionFilter;
+pub use crate::log::PredictionFilter;
 use chrono::{DateTime, Utc};
 
 use crate::error::AppError;
-use crate::log::{LogRecord, PredictionStatus};
-use crate::model::card::FeatureSpec;
-use crate::model::{Feature, FeatureValue, HouseFeatures, LoadedModel, ModelSet, Warning};
-use crate::service::Priced;
+use crate::log::{PredictionRecord, PredictionStatus};
+use crate::model::card::FeatureInfo;
+use crate::model::{Feature, FeatureValue, HouseFeatures, LoadedModel, ModelSet, PredictionWarning};
+use crate::service::Prediction;
 
 /// The features of one house to price. The first three are required (the seed service's inputs);
 /// the others are optional: a model that needs one you did not send uses the imputation value from
@@ -120,10 +120,10 @@ pub struct ModelRef {
     pub version: String,
 }
 
-// The GraphQL view of `service::Priced` (no copy of it: each field reads the scoring result).
+// The GraphQL view of `service::Prediction` (no copy of it: each field reads the scoring result).
 /// A priced house; its log row is committed (in the default durable mode) before this is returned.
-#[Object(name = "Prediction")]
-impl Priced {
+#[Object]
+impl Prediction {
     /// Id of the log row (`prediction_log.id`); use it with `prediction(id:)`.
     async fn id(&self) -> ID {
         ID(self.id.to_string())
@@ -155,16 +155,16 @@ impl Priced {
     }
     /// Inputs outside the model's training range, or labels it never saw (imputed): the price is
     /// an extrapolation for these.
-    async fn warnings(&self) -> &[Warning] {
+    async fn warnings(&self) -> &[PredictionWarning] {
         &self.warnings
     }
 }
 
-fn warnings_of(record: &LogRecord) -> Vec<Warning> {
+fn warnings_of(record: &PredictionRecord) -> Vec<PredictionWarning> {
     serde_json::from_value(record.warnings.clone()).unwrap_or_default()
 }
 
-fn model_ref(record: &LogRecord) -> Option<ModelRef> {
+fn model_ref(record: &PredictionRecord) -> Option<ModelRef> {
     Some(ModelRef { name: record.model_name.clone()?, version: record.model_version.clone()? })
 }
 
@@ -191,7 +191,7 @@ pub struct BatchPredictionItem {
     /// Position of the item in `inputs` (0-based).
     pub index: i32,
     /// The price, if the item was valid.
-    pub prediction: Option<Priced>,
+    pub prediction: Option<Prediction>,
     /// Why the item was not priced.
     pub error: Option<PredictionError>,
 }
@@ -216,10 +216,10 @@ pub struct ShadowPrice {
     pub model: ModelRef,
 }
 
-// The GraphQL view of `LogRecord` (no copy of it: each field reads the row).
+// The GraphQL view of `PredictionRecord` (no copy of it: each field reads the row).
 /// One row of the prediction log: an accepted or rejected prediction request.
-#[Object(name = "PredictionRecord")]
-impl LogRecord {
+#[Object]
+impl PredictionRecord {
     /// Row id (UUIDv7).
     async fn id(&self) -> ID {
         ID(self.id.to_string())
@@ -298,7 +298,7 @@ impl LogRecord {
         }
     }
     /// Out-of-range inputs and unseen labels of this request.
-    async fn warnings(&self) -> Vec<Warning> {
+    async fn warnings(&self) -> Vec<PredictionWarning> {
         warnings_of(self)
     }
 }
@@ -322,7 +322,7 @@ pub struct PredictionEdge {
     /// Opaque position of this row.
     pub cursor: String,
     /// The row.
-    pub node: LogRecord,
+    pub node: PredictionRecord,
 }
 
 /// A page of the prediction log, newest first.
@@ -331,15 +331,15 @@ pub struct PredictionConnection {
     /// Rows with cursors.
     pub edges: Vec<PredictionEdge>,
     /// The same rows without cursors.
-    pub nodes: Vec<LogRecord>,
+    pub nodes: Vec<PredictionRecord>,
     /// Pagination state.
     pub page_info: PageInfo,
 }
 
-// The GraphQL view of the card's `FeatureSpec` (no copy of it: each field reads the spec).
+// The GraphQL view of the card's `FeatureInfo` (no copy of it: each field reads the spec).
 /// A feature a model takes, with what it saw in training.
-#[Object(name = "FeatureInfo")]
-impl FeatureSpec {
+#[Object]
+impl FeatureInfo {
     /// `HouseInput` field name.
     async fn name(&self) -> &str {
         &self.name
@@ -432,7 +432,7 @@ pub struct ModelInfo {
     /// Whether it is the shadow model scoring every prediction.
     pub is_shadow: bool,
     /// Input features with training ranges.
-    pub features: Vec<FeatureSpec>,
+    pub features: Vec<FeatureInfo>,
     /// Holdout metrics.
     pub metrics: ModelMetrics,
     /// Holdout metrics when only the three required inputs are sent (the rest imputed): what

@@ -240,7 +240,8 @@ const READY_DB_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Ready when the database answers, every embedded migration is applied and a model is loaded —
 /// or, with the database away, while the log can spool (the service still answers, durably).
-/// `log` says whether rows are being spooled and what waits for replay.
+/// `log` says whether rows are being spooled, what waits for the drain, and how many spool
+/// segments cannot be read.
 async fn ready(State(s): State<HttpState>) -> Response {
     let check = tokio::time::timeout(READY_DB_TIMEOUT, db::pending_migrations(&s.app.pool)).await;
     let (database, migrations) = match check {
@@ -269,6 +270,9 @@ async fn ready(State(s): State<HttpState>) -> Response {
                 "bytes": backlog.bytes,
                 "oldestRow": backlog.oldest_row,
             },
+            // Segments that cannot be read stay on disk for a build (or an operator) that can;
+            // the service keeps serving, so this does not make the replica unready.
+            "unreadableSegments": backlog.unreadable_segments,
         },
     });
     (status, Json(body)).into_response()

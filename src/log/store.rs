@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::record::{INSERTED_COLUMNS, LogRecord, PredictionStatus, SELECTED_SHADOW_COLUMNS, bind_inserted};
+use super::record::{INSERTED_COLUMNS, PredictionRecord, PredictionStatus, SELECTED_SHADOW_COLUMNS, bind_inserted};
 use crate::error::AppError;
 
 /// Inserts all rows and adds their drift bins to the hourly `drift_counts`, in one statement
@@ -25,7 +25,7 @@ use crate::error::AppError;
 /// is inserted now. So a retried batch whose first commit did succeed inserts nothing the second
 /// time and counts nothing twice, without PostgreSQL joining every (row, feature) pair.
 #[tracing::instrument(name = "log.insert_batch", skip_all, fields(rows = rows.len()))]
-pub async fn insert_batch(conn: &mut PgConnection, rows: &[&LogRecord], groups: &[usize]) -> sqlx::Result<()> {
+pub async fn insert_batch(conn: &mut PgConnection, rows: &[&PredictionRecord], groups: &[usize]) -> sqlx::Result<()> {
     debug_assert_eq!(groups.iter().sum::<usize>(), rows.len(), "groups must cover the rows");
     let counts = DriftIncrements::of(rows, groups);
     let query = sqlx::query(sqlx::AssertSqlSafe(INSERT_SQL.as_str()));
@@ -99,7 +99,7 @@ struct DriftIncrements<'a> {
 type CounterKey<'a> = (DateTime<Utc>, &'a str, &'a str, &'static str, i32);
 
 impl<'a> DriftIncrements<'a> {
-    fn of(rows: &[&'a LogRecord], groups: &[usize]) -> Self {
+    fn of(rows: &[&'a PredictionRecord], groups: &[usize]) -> Self {
         let mut out = Self::default();
         let mut sums: HashMap<CounterKey<'a>, i64> = HashMap::new();
         let mut start = 0;
@@ -128,7 +128,7 @@ impl<'a> DriftIncrements<'a> {
     }
 }
 
-/// `select <every column LogRecord reads> from prediction_log`, from the same column list.
+/// `select <every column PredictionRecord reads> from prediction_log`, from the same column list.
 static SELECT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
     let columns: Vec<&str> =
         INSERTED_COLUMNS.iter().map(|c| c.name).chain(SELECTED_SHADOW_COLUMNS.iter().copied()).collect();
@@ -161,7 +161,7 @@ pub async fn set_shadow_prices(
 
 /// One row by id.
 #[tracing::instrument(name = "log.find", skip(pool))]
-pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<LogRecord>> {
+pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<PredictionRecord>> {
     let mut query = QueryBuilder::<Postgres>::new(SELECT_COLUMNS.as_str());
     query.push(" where id = ").push_bind(id);
     query.build_query_as().fetch_optional(pool).await
@@ -170,8 +170,7 @@ pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<LogRecord>> {
 // Also the GraphQL input `PredictionFilter`: the doc comments are its schema descriptions.
 /// Filters for `predictions`; all optional, combined with AND.
 #[derive(Debug, Clone, Default, async_graphql::InputObject)]
-#[graphql(name = "PredictionFilter")]
-pub struct HistoryFilter {
+pub struct PredictionFilter {
     /// Only rows created at or after this instant.
     pub from: Option<DateTime<Utc>>,
     /// Only rows created before this instant.
@@ -201,7 +200,7 @@ pub struct Cursor {
 
 impl Cursor {
     /// The cursor after `row`.
-    pub fn after(row: &LogRecord) -> Self {
+    pub fn after(row: &PredictionRecord) -> Self {
         Self { created_at: row.created_at, id: row.id }
     }
 
@@ -243,10 +242,10 @@ pub fn check_time(field: impl Into<String>, t: Option<DateTime<Utc>>) -> Result<
 #[tracing::instrument(name = "log.list", skip_all, fields(limit = limit))]
 pub async fn list(
     pool: &PgPool,
-    filter: &HistoryFilter,
+    filter: &PredictionFilter,
     after: Option<Cursor>,
     limit: usize,
-) -> sqlx::Result<Vec<LogRecord>> {
+) -> sqlx::Result<Vec<PredictionRecord>> {
     let mut query = QueryBuilder::<Postgres>::new(SELECT_COLUMNS.as_str());
     query.push(" where true");
     if let Some(from) = filter.from {

@@ -25,7 +25,7 @@ pub struct ModelCard {
     /// What is predicted.
     pub target: TargetSpec,
     /// Input features in the artifact's column order, with the range seen in training.
-    pub features: Vec<FeatureSpec>,
+    pub features: Vec<FeatureInfo>,
     /// Holdout metrics (never computed on training rows).
     pub metrics: Metrics,
     /// Holdout metrics when clients send only the three required inputs (the rest imputed): what
@@ -52,7 +52,7 @@ pub struct TargetSpec {
 
 /// One input feature of a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FeatureSpec {
+pub struct FeatureInfo {
     /// API name (the `HouseInput` field).
     pub name: String,
     /// Value type.

@@ -11,4 +11,6 @@ pub mod train;
 
 pub use card::{ModelCard, PRICE_FEATURE};
 pub use features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
-pub use registry::{LoadedModel, ModelLoadError, ModelRegistry, ModelSet, ScoreError, Scored, Warning, WarningKind};
+pub use registry::{
+    LoadedModel, ModelLoadError, ModelRegistry, ModelSet, PredictionWarning, ScoreError, Scored, WarningKind,
+};

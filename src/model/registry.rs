@@ -99,8 +99,7 @@ pub enum WarningKind {
 
 /// A per-request warning, returned with the prediction and stored with its log row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, async_graphql::SimpleObject)]
-#[graphql(name = "PredictionWarning")]
-pub struct Warning {
+pub struct PredictionWarning {
     /// The input feature (API name).
     pub feature: String,
     /// What is wrong.
@@ -119,7 +118,7 @@ pub struct Scored {
     /// Every feature value the model used, after imputation.
     pub values: BTreeMap<Feature, FeatureValue>,
     /// Out-of-range values and unseen labels.
-    pub warnings: Vec<Warning>,
+    pub warnings: Vec<PredictionWarning>,
     /// (feature, reference bin) of every client-sent value and of the price, for the drift
     /// counters; bin -1 marks a feature's warning.
     pub drift_bins: Vec<(&'static str, i32)>,
@@ -203,11 +202,11 @@ impl LoadedModel {
 
     /// Compares one encoded request with the card: warnings for values outside the training range
     /// and unseen labels, and the reference bin of each client-sent value and of the price.
-    fn monitor(&self, encoded: &Encoded, price: f64) -> (Vec<Warning>, Vec<(&'static str, i32)>) {
+    fn monitor(&self, encoded: &Encoded, price: f64) -> (Vec<PredictionWarning>, Vec<(&'static str, i32)>) {
         let mut warnings = Vec::new();
         let mut bins = Vec::new();
         for (feature, label) in &encoded.unseen {
-            warnings.push(Warning {
+            warnings.push(PredictionWarning {
                 feature: feature.name().to_owned(),
                 kind: WarningKind::UnseenCategory,
                 message: format!("{feature}: {label:?} was not seen in training; the imputation value was used"),
@@ -224,7 +223,7 @@ impl LoadedModel {
                     if let (Some(min), Some(max)) = (spec.min, spec.max)
                         && (*x < min || *x > max)
                     {
-                        warnings.push(Warning {
+                        warnings.push(PredictionWarning {
                             feature: spec.name.clone(),
                             kind: WarningKind::OutOfRange,
                             message: format!("{}: {x} is outside the training range {min} to {max}", spec.name),

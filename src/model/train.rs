@@ -17,7 +17,7 @@ use smartcore::linear::ridge_regression::{RidgeRegression, RidgeRegressionParame
 use smartcore::xgboost::{XGRegressor, XGRegressorParameters};
 
 use super::artifact::{Column, Encoder, Estimator, Pipeline, sha256_hex};
-use super::card::{ArtifactInfo, CARD_FILE, Distribution, FeatureSpec, Metrics, ModelCard, TargetSpec, TrainingInfo};
+use super::card::{ArtifactInfo, CARD_FILE, Distribution, FeatureInfo, Metrics, ModelCard, TargetSpec, TrainingInfo};
 pub use super::dataset::{Dataset, MAX_TRAINING_SQUARE_FEET, holdout_split, read_dataset};
 use super::features::{Feature, FeatureKind, FeatureValue, HouseFeatures};
 use super::registry::LoadedModel;
@@ -254,7 +254,7 @@ fn matrix(rows: Vec<Vec<f64>>) -> anyhow::Result<DenseMatrix<f64>> {
         .map_err(|e| anyhow::anyhow!("cannot build a matrix: {e}"))
 }
 
-fn feature_spec(column: &Column, train: &[&HouseFeatures]) -> FeatureSpec {
+fn feature_spec(column: &Column, train: &[&HouseFeatures]) -> FeatureInfo {
     let feature = column.feature();
     let (min, max, mean, categories, reference) = match column {
         Column::Numeric { .. } => {
@@ -268,7 +268,7 @@ fn feature_spec(column: &Column, train: &[&HouseFeatures]) -> FeatureSpec {
             (None, None, None, Some(levels.clone()), Distribution::Categories { counts: labels(train, feature) })
         }
     };
-    FeatureSpec {
+    FeatureInfo {
         name: feature.name().to_owned(),
         kind: feature.kind(),
         required: Feature::REQUIRED.contains(&feature),

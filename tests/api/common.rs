@@ -3,9 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use house_price_api::Application;
 use house_price_api::config::AppConfig;
+use house_price_api::log::LogWriter;
 use house_price_api::model::{HouseFeatures, LoadedModel};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -17,12 +19,43 @@ pub fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
 }
 
+/// How long a test waits for PostgreSQL before a batch fails over to the spool. The suite runs
+/// in parallel on 2 loaded cores, where a healthy commit can take longer than the production
+/// default (`LOG_FAILOVER_MS`, 500 ms); spooling is then correct, but it makes rows reach
+/// PostgreSQL later. Tests that assert on the failover set their own bound (`spooling_config`).
+pub const TEST_FAILOVER_MS: u64 = 10_000;
+
 /// Default service settings pointed at the committed models, with a spool directory of the
 /// test's own (under `target/`, so concurrent tests never share one).
 pub fn config() -> AppConfig {
     let mut config = AppConfig::with_model_dir(model_dir());
     config.log.spool_dir = fresh_spool_dir();
+    config.log.log_failover_ms = TEST_FAILOVER_MS;
     config
+}
+
+/// Longest [`TestApp::wait_durable`] waits.
+const DURABLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until every row `log` has taken is in PostgreSQL: nothing queued or being written,
+/// nothing in the spool. Panics after [`DURABLE_TIMEOUT`] saying what was still pending.
+pub async fn wait_durable(log: &LogWriter) {
+    let deadline = tokio::time::Instant::now() + DURABLE_TIMEOUT;
+    loop {
+        let status = log.status();
+        if status.is_settled() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let b = &status.backlog;
+            panic!(
+                "the prediction log is not durable in PostgreSQL after {DURABLE_TIMEOUT:?}: {} rows in memory, \
+                 {} rows in {} spool segments, spooling {}, {} unreadable segments",
+                status.in_memory_rows, b.rows, b.segments, status.spooling, b.unreadable_segments
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A new, empty directory for a spool.
@@ -32,7 +65,7 @@ pub fn fresh_spool_dir() -> PathBuf {
 
 fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        house_price_api::telemetry::init_tracing(house_price_api::config::LogFormat::Pretty);
+        house_price_api::telemetry::init_tracing(house_price_api::config::TraceFormat::Pretty);
     }
 }
 
@@ -42,6 +75,8 @@ pub struct TestApp {
     pub pool: PgPool,
     pub client: reqwest::Client,
     pub model: Arc<LoadedModel>,
+    /// The server's log writer, to wait until what it took is durable.
+    pub log: LogWriter,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -56,11 +91,13 @@ impl TestApp {
         let app = Application::build(config, pool.clone(), "127.0.0.1:0".parse().unwrap()).await.expect("app builds");
         let addr = app.local_addr().unwrap();
         let model = app.state().models.snapshot().default_model().clone();
+        let log = app.state().log.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        let app = Self { addr, pool, client: reqwest::Client::new(), model, stop: Some(stop), server: Some(server) };
+        let app =
+            Self { addr, pool, client: reqwest::Client::new(), model, log, stop: Some(stop), server: Some(server) };
         // Wait until the server task runs (and has installed its signal handlers).
         for _ in 0..200 {
             if app.client.get(app.url("/health/live")).send().await.is_ok() {
@@ -117,7 +154,21 @@ impl TestApp {
         price_of(&self.model, &HouseFeatures::new(square_feet, bedrooms, bathrooms))
     }
 
+    /// Waits until every row answered so far is in PostgreSQL (see [`wait_durable`]). Call it
+    /// before reading `prediction_log` (or what is written with it) after predictions.
+    pub async fn wait_durable(&self) {
+        wait_durable(&self.log).await;
+    }
+
+    /// Rows of `prediction_log` matching `condition`, once every answered row is in PostgreSQL.
     pub async fn count_rows(&self, condition: &str) -> i64 {
+        self.wait_durable().await;
+        self.count_rows_now(condition).await
+    }
+
+    /// Rows of `prediction_log` matching `condition` right now, without waiting for the writer
+    /// (for tests about what is not yet written).
+    pub async fn count_rows_now(&self, condition: &str) -> i64 {
         let sql = format!("select count(*) from prediction_log where {condition}");
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await.expect("count")
     }

@@ -74,7 +74,7 @@ async fn shutdown_drains_the_queued_rows_before_exiting(pool: PgPool) {
         let body = app.predict(1000.0 + f64::from(i), 3, 2.0).await;
         assert!(body["data"]["predictPrice"]["price"].is_number(), "{body}");
     }
-    assert_eq!(app.count_rows("true").await, 0, "still queued");
+    assert_eq!(app.count_rows_now("true").await, 0, "still queued");
 
     tokio::time::timeout(Duration::from_secs(10), app.stop()).await.expect("shutdown does not wait for the linger");
 
@@ -192,8 +192,8 @@ async fn an_exhausted_service_pool_does_not_hold_up_the_log(pool: PgPool) {
 }
 
 /// An accepted row with two drift bins, as the service would log it.
-fn logged_row(n: i32) -> house_price_api::log::LogRecord {
-    house_price_api::log::LogRecord {
+fn logged_row(n: i32) -> house_price_api::log::PredictionRecord {
+    house_price_api::log::PredictionRecord {
         id: uuid::Uuid::now_v7(),
         request_id: format!("groups-{n}"),
         item_index: Some(n),

@@ -237,19 +237,6 @@ async fn ready(app: &TestApp) -> (u16, Value) {
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
-/// Waits until the spool is empty and the writer writes to the database again.
-async fn until_drained(app: &TestApp) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, body) = ready(app).await;
-        if body["log"]["state"] == "ok" && body["log"]["backlog"]["rows"] == 0 {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the spool did not drain: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Every id is in the log exactly once; the drift counters count every accepted row.
 async fn assert_all_logged(direct: &PgPool, ids: &[String]) {
     let unique: HashSet<&String> = ids.iter().collect();
@@ -278,7 +265,7 @@ async fn a_cut_link_under_load_keeps_answering_ok_spools_and_replays_every_row(p
             .await;
     assert!(load.errors.is_empty(), "no request failed: {:?}", &load.errors[..load.errors.len().min(5)]);
     assert!(load.ok_during_fault > 50, "answers continued during the cut: {}", load.ok_during_fault);
-    until_drained(&rig.app).await;
+    rig.app.wait_durable().await;
     assert_all_logged(&rig.direct, &load.ok).await;
     let metrics = rig.app.client.get(rig.app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     for name in
@@ -304,7 +291,7 @@ async fn a_black_holed_link_spools_after_the_failover_bound_and_nothing_hangs(po
     assert!(load.ok_during_fault > 20, "answers continued: {}", load.ok_during_fault);
     // LOG_FAILOVER_MS (300) plus the fsync and scheduling: far from the 3 s the hole lasted.
     assert!(load.slowest < Duration::from_millis(1500), "slowest answer {:?}", load.slowest);
-    until_drained(&rig.app).await;
+    rig.app.wait_durable().await;
     assert_all_logged(&rig.direct, &load.ok).await;
 }
 
@@ -322,7 +309,7 @@ async fn a_slow_link_bounds_latency_by_the_failover_and_loses_nothing(pool: PgPo
     .await;
     assert!(load.errors.is_empty(), "{:?}", &load.errors[..load.errors.len().min(5)]);
     assert!(load.slowest < Duration::from_millis(1500), "slowest answer {:?}", load.slowest);
-    until_drained(&rig.app).await;
+    rig.app.wait_durable().await;
     assert_all_logged(&rig.direct, &load.ok).await;
 }
 
@@ -341,7 +328,7 @@ async fn readiness_stays_ok_while_spooling_and_reports_the_backlog(pool: PgPool)
     assert_eq!(body["log"]["state"], "spooling");
     assert_eq!(body["log"]["backlog"]["rows"], 5);
     rig.proxy.set(Link::Up);
-    until_drained(&rig.app).await;
+    rig.app.wait_durable().await;
     assert_eq!(ready(&rig.app).await.1["status"], "ok");
 }
 
@@ -364,7 +351,7 @@ async fn a_full_spool_answers_service_unavailable_and_loses_nothing(pool: PgPool
     assert!(!ok.is_empty());
     assert_eq!(ready(&rig.app).await.0, 503, "not ready: it cannot answer OK any more");
     rig.proxy.set(Link::Up);
-    until_drained(&rig.app).await;
+    rig.app.wait_durable().await;
     assert_all_logged(&rig.direct, &ok).await;
     let rows: i64 = sqlx::query_scalar("select count(*) from prediction_log").fetch_one(&rig.direct).await.unwrap();
     assert_eq!(rows as usize, ok.len(), "the refused request left no row");
@@ -394,7 +381,7 @@ async fn async_mode_through_a_cut_loses_nothing_it_answered(pool: PgPool) {
         load_through(&rig, 4, Duration::from_secs(4), Link::Cut, Duration::from_millis(500), Duration::from_secs(2))
             .await;
     assert!(load.errors.is_empty(), "{:?}", &load.errors[..load.errors.len().min(5)]);
-    until_drained(&rig.app).await;
+    rig.app.wait_durable().await;
     assert_all_logged(&rig.direct, &load.ok).await;
 }
 
@@ -441,7 +428,7 @@ async fn a_torn_final_spool_record_is_skipped_and_the_records_before_it_replayed
     std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(len - 30).unwrap();
 
     let app = TestApp::spawn_with(pool.clone(), config).await;
-    until_drained(&app).await;
+    app.wait_durable().await;
     assert_all_logged(&pool, std::slice::from_ref(&kept)).await;
     let torn_rows: i64 = sqlx::query_scalar("select count(*) from prediction_log where id = $1::uuid")
         .bind(&torn)

@@ -67,6 +67,7 @@ async fn pages_cover_every_row_once_newest_first(pool: PgPool) {
     let mut sorted = keys.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(keys, sorted, "newest first, id as tie-breaker");
+    app.wait_durable().await;
     let db_ids: Vec<uuid::Uuid> =
         sqlx::query_scalar("select id from prediction_log").fetch_all(&app.pool).await.unwrap();
     let db_ids: HashSet<String> = db_ids.iter().map(uuid::Uuid::to_string).collect();
@@ -86,6 +87,7 @@ async fn filters_select_by_status_price_model_time_and_request(pool: PgPool) {
 
     let (min, max) = (app.expected_price(1200.0, 3, 2.0), app.expected_price(1600.0, 3, 2.0));
     let priced = all_pages(&app, 100, json!({ "minPrice": min, "maxPrice": max })).await;
+    app.wait_durable().await;
     let expected: i64 = sqlx::query_scalar("select count(*) from prediction_log where price between $1 and $2")
         .bind(min)
         .bind(max)

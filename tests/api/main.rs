@@ -13,5 +13,6 @@ mod predict;
 mod registry;
 mod rest;
 mod schema;
+mod spool_upgrade;
 mod subscription;
 mod web;

@@ -216,6 +216,7 @@ async fn a_model_is_chosen_by_name_or_name_at_version_and_recorded(pool: PgPool)
         )
         .await;
     assert_eq!(error_field(&body), "model", "{body}");
+    app.wait_durable().await;
     let rows: Vec<(Option<i32>, f64)> = sqlx::query_as(
         "select item_index, (raw_input->>'squareFeet')::float8 from prediction_log
           where status = 'rejected' and error_field = 'model' and item_index is not null order by item_index",
@@ -229,6 +230,7 @@ async fn a_model_is_chosen_by_name_or_name_at_version_and_recorded(pool: PgPool)
     let body = app.graphql(PREDICT, json!({ "input": input, "model": "x".repeat(100_000) })).await;
     let message = body["errors"][0]["message"].as_str().unwrap();
     assert!(message.len() < 400 && message.contains("xxx\"…"), "{message}");
+    app.wait_durable().await;
     let longest: i32 =
         sqlx::query_scalar("select max(length(error_message)) from prediction_log").fetch_one(&app.pool).await.unwrap();
     assert!(longest < 400, "{longest}");
@@ -243,6 +245,7 @@ async fn missing_optional_features_are_imputed_and_reported(pool: PgPool) {
     let imputed: Vec<&str> = p["imputedFeatures"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(imputed.len(), 17, "{imputed:?}");
     assert!(imputed.contains(&"neighborhood") && imputed.contains(&"yearBuilt") && !imputed.contains(&"squareFeet"));
+    app.wait_durable().await;
     let stored: Vec<String> =
         sqlx::query_scalar("select unnest(imputed_features) from prediction_log where id = $1::uuid")
             .bind(p["id"].as_str().unwrap())

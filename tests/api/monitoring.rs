@@ -77,6 +77,7 @@ async fn outcomes_are_idempotent_corrections_are_audited_and_unknown_ids_not_fou
     assert_eq!(error_field(&bad_price), "actualPrice");
     let rejected = app.predict(-1.0, 3, 2.0).await;
     assert!(rejected["errors"].is_array());
+    app.wait_durable().await;
     let rejected_id: uuid::Uuid = sqlx::query_scalar("select id from prediction_log where status = 'rejected'")
         .fetch_one(&app.pool)
         .await

@@ -2,11 +2,14 @@ use futures_util::future::join_all;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::common::{TestApp, error_code, error_field};
+use crate::common::{TestApp, config, error_code, error_field};
 
 #[sqlx::test]
 async fn predict_price_answers_the_models_own_output_and_its_row_is_already_committed(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    // Without a spool to fail over to, an OK answer means the row is committed in PostgreSQL.
+    let mut config = config();
+    config.log.log_fallback = house_price_api::config::LogFallback::Fail;
+    let app = TestApp::spawn_with(pool, config).await;
 
     let body = app.predict(1500.0, 3, 2.0).await;
 
@@ -93,6 +96,7 @@ async fn a_batch_with_one_bad_item_prices_the_others(pool: PgPool) {
 
     let request_id = items[0]["prediction"]["requestId"].as_str().unwrap();
     assert_eq!(items[2]["prediction"]["requestId"], request_id);
+    app.wait_durable().await;
     let rows: Vec<(i32, String)> =
         sqlx::query_as("select item_index, status from prediction_log where request_id = $1 order by item_index")
             .bind(request_id)
@@ -199,6 +203,7 @@ async fn a_thousand_concurrent_requests_leave_exactly_a_thousand_rows(pool: PgPo
     assert_eq!(app.count_rows("status = 'ok'").await, ok);
     assert_eq!(app.count_rows("status = 'rejected' and bedrooms = 99").await, N as i64 - ok);
     // Every request id is distinct: one row per request.
+    app.wait_durable().await;
     let distinct: i64 =
         sqlx::query_scalar("select count(distinct request_id) from prediction_log").fetch_one(&app.pool).await.unwrap();
     assert_eq!(distinct, N as i64);

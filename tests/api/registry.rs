@@ -195,6 +195,7 @@ async fn the_shadow_model_scores_every_accepted_prediction(pool: PgPool) {
     }
     assert_eq!(filled, 5);
     assert_eq!(app.count_rows("status = 'rejected' and shadow_price is null").await, 1);
+    app.wait_durable().await;
     let (price, name, version): (f64, String, String) = sqlx::query_as(
         "select shadow_price, shadow_model_name, shadow_model_version from prediction_log where id = $1::uuid",
     )

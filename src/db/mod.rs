@@ -1,4 +1,9 @@
-//! PostgreSQL: pool, embedded migrations and the migration check.
+//! PostgreSQL: the pool and the embedded migrations ([`errors`] classifies what a failed
+//! statement means).
+
+pub mod errors;
+
+pub use errors::DbFault;
 
 use std::time::Duration;
 

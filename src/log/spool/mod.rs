@@ -5,21 +5,18 @@
 //! OK, so an OK answer still means the rows are durable. The writer's replay task drains the
 //! spool into PostgreSQL, oldest segment first, through the same insert as direct writes.
 //!
-//! # Format (version 1)
+//! The bytes are in [`format`] (versioned; readers for every version on disk), the row type in
+//! [`row`] (the spool's own, so the in-memory row can change without stranding spooled rows).
 //!
-//! A directory of segment files `<seq>.seg` (`seq` zero-padded, increasing). Each file is:
-//!
-//! ```text
-//! header:  b"HPSPOOL\n"  u32 LE format version
-//! record:  u32 LE payload length  u32 LE CRC32C(payload)  payload (JSON array of log rows)
-//! record:  ...
-//! ```
-//!
-//! One record is one batch. Records are only ever appended, each followed by `fdatasync`; a
-//! segment is deleted only once all its rows are committed. A crash in the middle of an append
-//! leaves a torn last record: its length or checksum does not match, it is skipped with a
-//! warning, and it was never acknowledged (the fsync had not returned). A restarted server never
-//! appends to an old segment, so only the last record of a segment can be torn.
+//! A directory of segment files `<seq>.seg` (`seq` zero-padded, increasing). A segment is deleted
+//! only once all its rows are committed. A restarted server never appends to an old segment. A
+//! segment that cannot be read (an unknown version, a record that does not decode) is never
+//! deleted or renamed: it stays where it is, is counted in [`Backlog::unreadable_segments`]
+//! (readiness and `/metrics` show it), is skipped by the drain, and is tried again at the next
+//! start, so a build that can read it replays it. Nothing else stops.
+
+pub mod format;
+pub mod row;
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -30,16 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
 
-use super::record::LogRecord;
+use self::format::{HEADER_LEN, ReadError, read_segment};
+use super::record::PredictionRecord;
 
-/// First bytes of every segment.
-const MAGIC: &[u8; 8] = b"HPSPOOL\n";
-/// The format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
-/// Magic + version.
-const HEADER_LEN: usize = 12;
-/// Length + checksum in front of each payload.
-const RECORD_OVERHEAD: usize = 8;
 /// A segment is closed once it holds this much, so replay reads (and holds in memory) one
 /// bounded file at a time, and deletes the replayed part of a long outage as it goes.
 const SEGMENT_TARGET_BYTES: u64 = 4 << 20;
@@ -97,6 +87,8 @@ pub struct Backlog {
     pub oldest_spooled_at: Option<DateTime<Utc>>,
     /// The oldest `created_at` among unreplayed rows.
     pub oldest_row: Option<DateTime<Utc>>,
+    /// Segments that cannot be read: kept on disk, not drained, not counted above.
+    pub unreadable_segments: u64,
 }
 
 struct Active {
@@ -109,6 +101,8 @@ struct State {
     active: Option<Active>,
     /// Closed segments, oldest first.
     sealed: VecDeque<Segment>,
+    /// Segments that cannot be read, with why: left on disk for a build (or an operator) that can.
+    unreadable: Vec<(PathBuf, String)>,
     next_seq: u64,
 }
 
@@ -123,25 +117,27 @@ pub struct Spool {
     full: AtomicBool,
 }
 
-/// A segment's content: its batches, and how many bytes at its end were unreadable.
-#[derive(Debug, Default)]
-pub struct SegmentContent {
-    /// Batches in order.
-    pub batches: Vec<Vec<LogRecord>>,
-    /// Bytes after the last valid record (a torn write), 0 normally.
-    pub torn_bytes: usize,
-}
-
 impl Spool {
     /// Opens (creating it if needed) the spool in `dir`; segments left by an earlier run are
-    /// queued for replay.
+    /// queued for the drain, and those that cannot be read are reported (and kept).
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let mut sealed = Vec::new();
+        let mut unreadable = Vec::new();
+        let mut next_seq = 1;
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
             let Some(seq) = segment_seq(&path) else { continue };
-            let content = read_segment(&path)?;
+            next_seq = next_seq.max(seq + 1);
+            let content = match read_segment(&path) {
+                Ok(content) => content,
+                Err(err @ ReadError::Unreadable { .. }) => {
+                    tracing::error!(error = %err, "a spool segment cannot be read: kept on disk, not replayed");
+                    unreadable.push((path, err.to_string()));
+                    continue;
+                }
+                Err(ReadError::Io { source, .. }) => return Err(source),
+            };
             let metadata = fs::metadata(&path)?;
             let modified = metadata.modified().map_or_else(|_| Utc::now(), DateTime::<Utc>::from);
             sealed.push(Segment {
@@ -155,19 +151,18 @@ impl Spool {
             });
         }
         sealed.sort_by_key(|s| s.seq);
-        let next_seq = sealed.last().map_or(1, |s| s.seq + 1);
         if !sealed.is_empty() {
             tracing::warn!(
                 segments = sealed.len(),
                 rows = sealed.iter().map(|s| s.rows).sum::<u64>(),
                 dir = %dir.display(),
-                "spooled log rows from an earlier run: replaying them"
+                "spooled log rows from an earlier run: draining them"
             );
         }
         Ok(Self {
             dir: dir.to_owned(),
             max_bytes,
-            state: Mutex::new(State { active: None, sealed: sealed.into(), next_seq }),
+            state: Mutex::new(State { active: None, sealed: sealed.into(), unreadable, next_seq }),
             full: AtomicBool::new(false),
         })
     }
@@ -178,9 +173,9 @@ impl Spool {
     }
 
     /// Appends one batch and fsyncs it. When this returns `Ok`, the rows survive a crash.
-    pub fn append(&self, rows: &[&LogRecord]) -> Result<(), SpoolError> {
-        let payload = serde_json::to_vec(rows)?;
-        let record_len = (RECORD_OVERHEAD + payload.len()) as u64;
+    pub fn append(&self, rows: &[&PredictionRecord]) -> Result<(), SpoolError> {
+        let record = format::encode_batch(rows)?;
+        let record_len = record.len() as u64;
         let mut state = self.lock();
         if let Some(full) = state.active.take_if(|a| a.segment.bytes >= SEGMENT_TARGET_BYTES) {
             state.sealed.push_back(full.segment);
@@ -196,10 +191,6 @@ impl Spool {
             None => self.open_segment(&mut state.next_seq)?,
         };
         let active = state.active.insert(active);
-        let mut record = Vec::with_capacity(RECORD_OVERHEAD + payload.len());
-        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        record.extend_from_slice(&payload);
         active.file.write_all(&record)?;
         active.file.sync_data()?;
         let segment = &mut active.segment;
@@ -219,8 +210,7 @@ impl Spool {
         let seq = *next_seq;
         let path = self.dir.join(format!("{seq:020}.seg"));
         let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
-        file.write_all(MAGIC)?;
-        file.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        file.write_all(&format::header())?;
         file.sync_all()?;
         // The new name must survive a crash too.
         File::open(&self.dir)?.sync_all()?;
@@ -238,7 +228,7 @@ impl Spool {
     }
 
     /// Closes the active segment (new appends start a new one) and returns every closed segment,
-    /// oldest first: what the replay task may read and delete.
+    /// oldest first: what the drain may read and delete.
     pub fn seal(&self) -> Vec<Segment> {
         let mut state = self.lock();
         if let Some(active) = state.active.take() {
@@ -251,7 +241,7 @@ impl Spool {
         state.sealed.iter().cloned().collect()
     }
 
-    /// Deletes a replayed segment.
+    /// Deletes a drained segment.
     pub fn remove(&self, seq: u64) -> io::Result<()> {
         let mut state = self.lock();
         let found = state.sealed.iter().position(|s| s.seq == seq);
@@ -263,13 +253,28 @@ impl Spool {
         Ok(())
     }
 
-    /// Whether nothing waits for replay (no closed segment, nothing appended since the last seal).
+    /// Takes a segment that turned out unreadable out of the drain's way, keeping its file.
+    pub fn set_aside(&self, seq: u64, why: String) {
+        let mut state = self.lock();
+        let found = state.sealed.iter().position(|s| s.seq == seq);
+        if let Some(segment) = found.and_then(|pos| state.sealed.remove(pos)) {
+            state.unreadable.push((segment.path, why));
+        }
+    }
+
+    /// Whether nothing waits for the drain (no closed segment, nothing appended since the last
+    /// seal). Unreadable segments do not count: the drain cannot do anything about them.
     pub fn is_empty(&self) -> bool {
         let state = self.lock();
         state.sealed.is_empty() && state.active.as_ref().is_none_or(|a| a.segment.records == 0)
     }
 
-    /// Totals over every segment.
+    /// The unreadable segments' files and why each cannot be read.
+    pub fn unreadable(&self) -> Vec<(PathBuf, String)> {
+        self.lock().unreadable.clone()
+    }
+
+    /// Totals over every readable segment, and the count of unreadable ones.
     pub fn backlog(&self) -> Backlog {
         let state = self.lock();
         let segments: Vec<&Segment> =
@@ -281,6 +286,7 @@ impl Spool {
             segments: segments.len() as u64,
             oldest_spooled_at: segments.iter().map(|s| s.first_spooled_at).min(),
             oldest_row: segments.iter().filter_map(|s| s.oldest_row).min(),
+            unreadable_segments: state.unreadable.len() as u64,
         }
     }
 
@@ -295,102 +301,17 @@ fn backlog_bytes(state: &State) -> u64 {
     state.sealed.iter().map(|s| s.bytes).sum::<u64>() + state.active.as_ref().map_or(0, |a| a.segment.bytes)
 }
 
-/// The little-endian u32 at `at`, if the data reaches that far.
-fn read_u32(data: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(data.get(at..at.checked_add(4)?)?.try_into().ok()?))
-}
-
 /// `<seq>.seg` → `seq`.
 fn segment_seq(path: &Path) -> Option<u64> {
     (path.extension()? == "seg").then_some(())?;
     path.file_stem()?.to_str()?.parse().ok()
 }
 
-/// Reads a segment's batches, stopping at the first record whose length or checksum does not
-/// match (a torn write: logged, and reported in [`SegmentContent::torn_bytes`]).
-pub fn read_segment(path: &Path) -> io::Result<SegmentContent> {
-    let data = fs::read(path)?;
-    if data.len() < HEADER_LEN || &data[..8] != MAGIC {
-        // A crash right after creating the file, before its header was synced.
-        if data.len() < HEADER_LEN && MAGIC.starts_with(&data[..data.len().min(8)]) {
-            tracing::warn!(path = %path.display(), bytes = data.len(), "empty spool segment with a torn header");
-            return Ok(SegmentContent { batches: Vec::new(), torn_bytes: data.len() });
-        }
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a spool segment", path.display())));
-    }
-    let version = read_u32(&data, 8).unwrap_or_default();
-    if version != FORMAT_VERSION {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} has spool format {version}; this build reads {FORMAT_VERSION}", path.display()),
-        ));
-    }
-    let mut content = SegmentContent::default();
-    let mut at = HEADER_LEN;
-    while at < data.len() {
-        let torn = |at: usize, why: &str| {
-            tracing::warn!(path = %path.display(), offset = at, bytes = data.len() - at, why,
-                           "torn record at the end of a spool segment: skipped (it was never acknowledged)");
-            data.len() - at
-        };
-        let (Some(len), Some(crc)) = (read_u32(&data, at), read_u32(&data, at + 4)) else {
-            content.torn_bytes = torn(at, "short header");
-            break;
-        };
-        let len = len as usize;
-        let start = at + RECORD_OVERHEAD;
-        let Some(payload) = data.get(start..start + len) else {
-            content.torn_bytes = torn(at, "short payload");
-            break;
-        };
-        if crc32c::crc32c(payload) != crc {
-            content.torn_bytes = torn(at, "checksum mismatch");
-            break;
-        }
-        let batch: Vec<LogRecord> = serde_json::from_slice(payload)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
-        content.batches.push(batch);
-        at = start + len;
-    }
-    Ok(content)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::format::{MAGIC, read_segment};
     use super::*;
-    use crate::log::PredictionStatus;
-
-    fn row(n: i32) -> LogRecord {
-        LogRecord {
-            id: uuid::Uuid::now_v7(),
-            request_id: format!("r{n}"),
-            item_index: Some(n),
-            created_at: Utc::now(),
-            route: "graphql".into(),
-            operation: None,
-            client: None,
-            status: PredictionStatus::Ok,
-            error_code: None,
-            error_field: None,
-            error_message: None,
-            square_feet: Some(1500.0),
-            bedrooms: Some(3),
-            bathrooms: Some(2.0),
-            raw_input: serde_json::json!({ "squareFeet": 1500 }),
-            price: Some(180_000.0),
-            model_name: Some("baseline-linear".into()),
-            model_version: Some("1.0.0".into()),
-            latency_us: 12,
-            imputed_features: vec!["lotArea".into()],
-            features: Some(serde_json::json!({ "squareFeet": 1500 })),
-            shadow_price: None,
-            shadow_model_name: None,
-            shadow_model_version: None,
-            warnings: serde_json::json!([]),
-            house: None,
-            drift_bins: vec![("squareFeet", 4), ("bedrooms", 2)],
-        }
-    }
+    use crate::log::record::sample as row;
 
     #[test]
     fn appended_batches_come_back_in_order_and_survive_a_reopen() {
@@ -406,34 +327,9 @@ mod tests {
         assert_eq!(segments.len(), 1);
         let content = read_segment(&segments[0].path).unwrap();
         assert_eq!(content.batches, vec![vec![a, b], vec![c]]);
-        assert_eq!(content.torn_bytes, 0);
         spool.remove(segments[0].seq).unwrap();
         assert!(spool.is_empty());
         assert_eq!(spool.backlog(), Backlog::default());
-    }
-
-    #[test]
-    fn a_torn_last_record_is_skipped_and_the_records_before_it_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
-        let (a, b) = (row(1), row(2));
-        spool.append(&[&a]).unwrap();
-        spool.append(&[&b]).unwrap();
-        let path = spool.seal()[0].path.clone();
-        // Cut the second record in half, as a crash mid-write would.
-        let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 20).unwrap();
-        let content = read_segment(&path).unwrap();
-        assert_eq!(content.batches, vec![vec![a.clone()]]);
-        assert!(content.torn_bytes > 0);
-        // A flipped byte in the last payload fails its checksum the same way.
-        spool.append(&[&b]).unwrap();
-        let path = spool.seal()[1].path.clone();
-        let mut data = fs::read(&path).unwrap();
-        let last = data.len() - 3;
-        data[last] ^= 0xff;
-        fs::write(&path, data).unwrap();
-        assert!(read_segment(&path).unwrap().batches.is_empty());
     }
 
     #[test]
@@ -441,7 +337,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = row(1);
         // Room for the header and one single-row record, not for a second record.
-        let one = (HEADER_LEN + RECORD_OVERHEAD + serde_json::to_vec(&[&a]).unwrap().len()) as u64;
+        let one = (HEADER_LEN + format::encode_batch(&[&a]).unwrap().len()) as u64;
         let spool = Spool::open(dir.path(), one + 10).unwrap();
         spool.append(&[&a]).unwrap();
         let err = spool.append(&[&a, &a]).unwrap_err();
@@ -451,12 +347,24 @@ mod tests {
     }
 
     #[test]
-    fn other_formats_are_refused_not_misread() {
+    fn an_unreadable_segment_is_kept_reported_and_skipped_and_appends_go_after_it() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("00000000000000000001.seg");
-        let mut header = MAGIC.to_vec();
-        header.extend_from_slice(&99u32.to_le_bytes());
-        fs::write(&path, header).unwrap();
-        assert!(read_segment(&path).unwrap_err().to_string().contains("spool format 99"));
+        let unknown = dir.path().join(format!("{:020}.seg", 7));
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&99u32.to_le_bytes());
+        fs::write(&unknown, &bytes).unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).expect("an unreadable segment does not stop the spool");
+        assert!(spool.is_empty(), "nothing the drain could do");
+        assert_eq!(spool.backlog().unreadable_segments, 1);
+        assert!(spool.unreadable()[0].1.contains("spool format 99"));
+        spool.append(&[&row(1)]).unwrap();
+        let segments = spool.seal();
+        assert_eq!(segments.len(), 1);
+        assert!(segments[0].seq > 7, "a new segment never takes an unreadable one's name");
+        assert_eq!(fs::read(&unknown).unwrap(), bytes, "the unreadable segment is untouched");
+        spool.set_aside(segments[0].seq, "test".into());
+        assert!(spool.is_empty());
+        assert_eq!(spool.backlog().unreadable_segments, 2);
+        assert!(segments[0].path.exists(), "set aside, not deleted");
     }
 }
