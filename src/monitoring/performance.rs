@@ -46,8 +46,9 @@ pub struct PerformanceBucket {
     pub mean_error: Option<f64>,
 }
 
-/// Accuracy of model `name` (optionally one `version`) over `[from, to)` per bucket, oldest first.
-/// The same formulas as the `v_performance_daily` view.
+/// Accuracy of model `name` (optionally one `version`; all its versions added up otherwise) over
+/// `[from, to)` per bucket, oldest first: the SQL function `performance_buckets`, which the
+/// `v_performance_daily` view reads too (migrations/20261203000000_metric_functions.sql).
 #[tracing::instrument(name = "performance.buckets", skip(pool))]
 pub async fn buckets(
     pool: &PgPool,
@@ -58,25 +59,15 @@ pub async fn buckets(
     bucket: Bucket,
 ) -> sqlx::Result<Vec<PerformanceBucket>> {
     sqlx::query_as(
-        "select date_trunc($1, l.created_at, 'UTC')               as start,
-                count(*)                                          as predictions,
-                count(o.actual_price)                             as labelled,
-                avg(abs(l.price - o.actual_price))                as mae,
-                sqrt(avg((l.price - o.actual_price) ^ 2))         as rmse,
-                avg(abs(l.price - o.actual_price) / o.actual_price) as mape,
-                avg(l.price - o.actual_price)                     as mean_error
-           from prediction_log l
-           left join prediction_outcomes o on o.prediction_id = l.id
-          where l.status = 'ok' and l.model_name = $2 and ($3::text is null or l.model_version = $3)
-            and l.created_at >= $4 and l.created_at < $5
-          group by 1
-          order by 1",
+        "select start, predictions, labelled, mae, rmse, mape, mean_error
+           from performance_buckets($1, $2, $3, $4, $5, false)
+          order by start",
     )
     .bind(bucket.unit())
-    .bind(name)
-    .bind(version)
     .bind(from)
     .bind(to)
+    .bind(name)
+    .bind(version)
     .fetch_all(pool)
     .await
 }

@@ -1,5 +1,6 @@
 //! Traffic over time: requests by outcome and error code, and latency percentiles, per bucket —
-//! the numbers of the `v_predictions_hourly` view, for any bucket width and window.
+//! from the SQL functions `traffic_buckets` and `rejection_buckets`, which the
+//! `v_predictions_hourly` and `v_rejections_daily` views read too, for any bucket width and window.
 
 use async_graphql::SimpleObject;
 use chrono::{DateTime, Utc};
@@ -38,8 +39,8 @@ pub struct ErrorCount {
 }
 
 /// Traffic of model `name` (one `version`, or all; every model without a `name`) over
-/// `[from, to)`, oldest bucket first. Percentiles are `percentile_cont`, as in the view. One scan:
-/// the grouping sets give each bucket's totals and its per-error-code counts together.
+/// `[from, to)`, oldest bucket first. Percentiles are continuous (`percentile_cont`) over the
+/// bucket's rows.
 #[tracing::instrument(name = "traffic.buckets", skip(pool))]
 pub async fn buckets(
     pool: &PgPool,
@@ -49,60 +50,66 @@ pub async fn buckets(
     to: DateTime<Utc>,
     bucket: Bucket,
 ) -> sqlx::Result<Vec<TrafficBucket>> {
-    let rows: Vec<GroupRow> = sqlx::query_as(
-        "select date_trunc($1, created_at, 'UTC')                         as start,
-                error_code,
-                grouping(error_code) = 1                                  as is_total,
-                count(*)                                                  as requests,
-                count(*) filter (where status = 'ok')                     as ok,
-                count(*) filter (where status = 'rejected')               as rejected,
-                count(*) filter (where status = 'failed')                 as failed,
-                percentile_cont(0.5) within group (order by latency_us)  as latency_p50_us,
-                percentile_cont(0.99) within group (order by latency_us) as latency_p99_us
-           from prediction_log
-          where created_at >= $4 and created_at < $5
-            and ($2::text is null or model_name = $2) and ($3::text is null or model_version = $3)
-          group by grouping sets ((1), (1, 2))
-          order by 1, 3 desc, 4 desc, 2",
+    let totals: Vec<TotalRow> = sqlx::query_as(
+        "select start, requests, ok, rejected, failed, p50_latency_us, p99_latency_us
+           from traffic_buckets($1, $2, $3, $4, $5, false)
+          order by start",
     )
     .bind(bucket.unit())
-    .bind(name)
-    .bind(version)
     .bind(from)
     .bind(to)
+    .bind(name)
+    .bind(version)
     .fetch_all(pool)
     .await?;
-    let mut buckets: Vec<TrafficBucket> = Vec::new();
-    for row in rows {
-        if row.is_total {
-            buckets.push(TrafficBucket {
-                start: row.start,
-                requests: row.requests,
-                ok: row.ok,
-                rejected: row.rejected,
-                failed: row.failed,
-                errors: Vec::new(),
-                latency_p50_us: row.latency_p50_us,
-                latency_p99_us: row.latency_p99_us,
-            });
-        } else if let (Some(code), Some(bucket)) = (row.error_code, buckets.last_mut()) {
-            // Ordered by start with the total first, so the last bucket is this row's.
-            bucket.errors.push(ErrorCount { code, count: row.requests });
+    let errors: Vec<(DateTime<Utc>, String, i64)> = sqlx::query_as(
+        "select start, error_code, sum(rejected)::int8 as count
+           from rejection_buckets($1, $2, $3, $4, $5)
+          where error_code is not null
+          group by 1, 2
+          order by 1, 3 desc, 2",
+    )
+    .bind(bucket.unit())
+    .bind(from)
+    .bind(to)
+    .bind(name)
+    .bind(version)
+    .fetch_all(pool)
+    .await?;
+    let mut buckets: Vec<TrafficBucket> = totals
+        .into_iter()
+        .map(|t| TrafficBucket {
+            start: t.start,
+            requests: t.requests,
+            ok: t.ok,
+            rejected: t.rejected,
+            failed: t.failed,
+            errors: Vec::new(),
+            latency_p50_us: t.p50_latency_us,
+            latency_p99_us: t.p99_latency_us,
+        })
+        .collect();
+    // Both ordered by start: one pass puts each error count in its bucket.
+    let mut at = 0;
+    for (start, code, count) in errors {
+        while buckets.get(at).is_some_and(|b| b.start < start) {
+            at += 1;
+        }
+        if let Some(bucket) = buckets.get_mut(at).filter(|b| b.start == start) {
+            bucket.errors.push(ErrorCount { code, count });
         }
     }
     Ok(buckets)
 }
 
-/// One row of the grouping-sets query: a bucket's total, or one error code's count in it.
+/// One bucket's totals from `traffic_buckets`.
 #[derive(sqlx::FromRow)]
-struct GroupRow {
+struct TotalRow {
     start: DateTime<Utc>,
-    error_code: Option<String>,
-    is_total: bool,
     requests: i64,
     ok: i64,
     rejected: i64,
     failed: i64,
-    latency_p50_us: Option<f64>,
-    latency_p99_us: Option<f64>,
+    p50_latency_us: Option<f64>,
+    p99_latency_us: Option<f64>,
 }

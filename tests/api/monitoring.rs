@@ -390,3 +390,111 @@ async fn model_events_list_loads_and_reloads_newest_first(pool: PgPool) {
     let body = app.graphql("{ modelEvents(first: 0) { id } }", json!({})).await;
     assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
 }
+
+/// The SQL contract's views and the API read one definition of each metric (the functions of
+/// migrations/20261203000000_metric_functions.sql): on the same rows they give the same numbers,
+/// to the last bit.
+#[sqlx::test]
+async fn the_sql_views_and_the_api_give_the_same_numbers(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, monitored_config()).await;
+    let batch = "query($items: [HouseInput!]!, $model: String) { predictPrices(inputs: $items, model: $model) {
+        prediction { id } error { code } } }";
+    for (model, n) in [("baseline-linear", 7), ("gradient-boosting", 5)] {
+        let items: Vec<Value> = (0..n)
+            .map(|i| json!({ "squareFeet": 900.0 + 150.0 * f64::from(i), "bedrooms": if i == 3 { 99 } else { 3 }, "bathrooms": 2 }))
+            .collect();
+        let body = app.graphql(batch, json!({ "items": items, "model": model })).await;
+        assert!(body["errors"].is_null(), "{body}");
+    }
+    app.wait_durable().await;
+    // Outcomes for some of the accepted predictions, as an analyst's \copy would load them.
+    sqlx::query(
+        "insert into prediction_outcomes (prediction_id, actual_price, observed_at)
+         select id, price * (1 + (item_index - 2) * 0.07), now() from prediction_log
+          where status = 'ok' and item_index % 2 = 0",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (from, to) = (Utc::now() - TimeDelta::days(2), Utc::now() + TimeDelta::hours(1));
+    let window = json!({ "from": from, "to": to });
+
+    // Each view row is compared with the API's bucket that starts at the same instant (a test
+    // that runs across midnight or the hour has two).
+    let bucket_at = |body: &Value, list: &str, start: chrono::DateTime<Utc>| -> Value {
+        let buckets = body["data"][list].as_array().unwrap_or_else(|| panic!("{body}"));
+        let found = buckets.iter().find(|b| b["start"].as_str().and_then(|s| s.parse().ok()) == Some(start));
+        found.unwrap_or_else(|| panic!("no {list} bucket at {start}: {body}")).clone()
+    };
+    type Perf = (chrono::DateTime<Utc>, String, String, i64, i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
+    let view: Vec<Perf> = sqlx::query_as(
+        "select day, model_name, model_version, predictions, labelled, mae, rmse, mape, mean_error
+           from v_performance_daily order by 1, 2, 3",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let models: std::collections::BTreeSet<&str> = view.iter().map(|v| v.1.as_str()).collect();
+    assert_eq!(models.len(), 2, "{view:?}");
+    for (day, name, version, predictions, labelled, mae, rmse, mape, mean_error) in view {
+        let body = app
+            .graphql(
+                "query($m: String!, $from: DateTime, $to: DateTime) { performance(model: $m, from: $from, to: $to, bucket: DAY) {
+                    start predictions labelled mae rmse mape meanError } }",
+                json!({ "m": format!("{name}@{version}"), "from": from, "to": to }),
+            )
+            .await;
+        let api = &bucket_at(&body, "performance", day);
+        assert_eq!((api["predictions"].as_i64(), api["labelled"].as_i64()), (Some(predictions), Some(labelled)));
+        for (field, value) in [("mae", mae), ("rmse", rmse), ("mape", mape), ("meanError", mean_error)] {
+            assert_eq!(api[field].as_f64(), value, "{name}@{version} {field}");
+        }
+    }
+
+    let labelled: i64 =
+        sqlx::query_scalar("select sum(labelled)::int8 from v_performance_daily").fetch_one(&app.pool).await.unwrap();
+    assert!(labelled > 0, "the comparison covered accuracy figures");
+
+    type Hourly = (chrono::DateTime<Utc>, String, String, i64, i64, i64, i64, Option<f64>, Option<f64>);
+    let view: Vec<Hourly> = sqlx::query_as(
+        "select hour, model_name, model_version, requests, ok, rejected, failed, p50_latency_us, p99_latency_us
+           from v_predictions_hourly where model_name is not null order by 1, 2",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    for (hour, name, version, requests, ok, rejected, failed, p50, p99) in view {
+        let query = "query($m: String, $from: DateTime, $to: DateTime) { traffic(model: $m, from: $from, to: $to, bucket: HOUR) {
+            start requests ok rejected failed latencyP50Us latencyP99Us } }";
+        let body = app.graphql(query, json!({ "m": format!("{name}@{version}"), "from": from, "to": to })).await;
+        let api = &bucket_at(&body, "traffic", hour);
+        let counts = [api["requests"].as_i64(), api["ok"].as_i64(), api["rejected"].as_i64(), api["failed"].as_i64()];
+        assert_eq!(counts, [Some(requests), Some(ok), Some(rejected), Some(failed)], "{name}: {body}");
+        assert_eq!((api["latencyP50Us"].as_f64(), api["latencyP99Us"].as_f64()), (p50, p99), "{name}");
+    }
+
+    let view: Vec<(String, i64)> =
+        sqlx::query_as("select error_code, sum(rejected)::int8 from v_rejections_daily group by 1 order by 2 desc, 1")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(view, [("BAD_USER_INPUT".to_owned(), 2)]);
+    let body = app
+        .graphql("query($from: DateTime, $to: DateTime) { traffic(from: $from, to: $to, bucket: WEEK) { errors { code count } } }", window)
+        .await;
+    let errors: Vec<&Value> =
+        body["data"]["traffic"].as_array().unwrap().iter().flat_map(|b| b["errors"].as_array().unwrap()).collect();
+    let total: i64 = errors.iter().map(|e| e["count"].as_i64().unwrap()).sum();
+    assert!(errors.iter().all(|e| e["code"] == "BAD_USER_INPUT") && total == 2, "{body}");
+
+    // One definition: each view is a call of the function the API reads, not a copy of it.
+    for (view, function) in [
+        ("v_performance_daily", "performance_buckets"),
+        ("v_predictions_hourly", "traffic_buckets"),
+        ("v_rejections_daily", "rejection_buckets"),
+    ] {
+        let definition: String =
+            sqlx::query_scalar("select pg_get_viewdef($1::regclass)").bind(view).fetch_one(&app.pool).await.unwrap();
+        assert!(definition.contains(function) && !definition.contains("prediction_log"), "{view}: {definition}");
+    }
+}
