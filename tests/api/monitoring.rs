@@ -396,6 +396,8 @@ async fn model_events_list_loads_and_reloads_newest_first(pool: PgPool) {
 /// to the last bit.
 #[sqlx::test]
 async fn the_sql_views_and_the_api_give_the_same_numbers(pool: PgPool) {
+    type Perf = (chrono::DateTime<Utc>, String, String, i64, i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
+    type Hourly = (chrono::DateTime<Utc>, String, String, i64, i64, i64, i64, Option<f64>, Option<f64>);
     let app = TestApp::spawn_with(pool, monitored_config()).await;
     let batch = "query($items: [HouseInput!]!, $model: String) { predictPrices(inputs: $items, model: $model) {
         prediction { id } error { code } } }";
@@ -426,7 +428,6 @@ async fn the_sql_views_and_the_api_give_the_same_numbers(pool: PgPool) {
         let found = buckets.iter().find(|b| b["start"].as_str().and_then(|s| s.parse().ok()) == Some(start));
         found.unwrap_or_else(|| panic!("no {list} bucket at {start}: {body}")).clone()
     };
-    type Perf = (chrono::DateTime<Utc>, String, String, i64, i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
     let view: Vec<Perf> = sqlx::query_as(
         "select day, model_name, model_version, predictions, labelled, mae, rmse, mape, mean_error
            from v_performance_daily order by 1, 2, 3",
@@ -455,7 +456,6 @@ async fn the_sql_views_and_the_api_give_the_same_numbers(pool: PgPool) {
         sqlx::query_scalar("select sum(labelled)::int8 from v_performance_daily").fetch_one(&app.pool).await.unwrap();
     assert!(labelled > 0, "the comparison covered accuracy figures");
 
-    type Hourly = (chrono::DateTime<Utc>, String, String, i64, i64, i64, i64, Option<f64>, Option<f64>);
     let view: Vec<Hourly> = sqlx::query_as(
         "select hour, model_name, model_version, requests, ok, rejected, failed, p50_latency_us, p99_latency_us
            from v_predictions_hourly where model_name is not null order by 1, 2",
