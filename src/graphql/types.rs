@@ -11,103 +11,91 @@ use crate::model::card::FeatureInfo;
 use crate::model::{Feature, FeatureValue, HouseFeatures, LoadedModel, ModelSet, PredictionWarning};
 use crate::service::Prediction;
 
-/// The features of one house to price. The first three are required (the seed service's inputs);
-/// the others are optional: a model that needs one you did not send uses the imputation value from
-/// its card and lists the feature in `Prediction.imputedFeatures`. A category value the model never
-/// saw (not in its `features.categories`) is imputed too, with a warning in `Prediction.warnings`.
-#[derive(Debug, Clone, InputObject, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HouseInput {
-    /// Above-ground living area in square feet (Ames `Gr_Liv_Area`); 100 to 100,000.
-    pub square_feet: f64,
-    /// Bedrooms above grade (Ames `Bedroom_AbvGr`); 0 to 50.
-    pub bedrooms: i32,
-    /// Full bathrooms plus 0.5 per half bathroom, above grade; 0 to 50.
-    pub bathrooms: f64,
-    /// Lot size in square feet.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lot_area: Option<f64>,
-    /// Original construction year.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub year_built: Option<i32>,
-    /// Remodel year (the construction year if never remodelled).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub year_remodeled: Option<i32>,
-    /// Total basement area in square feet (0 without a basement).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub basement_sq_ft: Option<f64>,
-    /// Basement bathrooms, a half bath counting 0.5.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub basement_bathrooms: Option<f64>,
-    /// Garage size in car capacity (0 without a garage).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub garage_cars: Option<i32>,
-    /// Garage area in square feet.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub garage_area: Option<f64>,
-    /// Number of fireplaces.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fireplaces: Option<i32>,
-    /// Kitchens above grade.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kitchens: Option<i32>,
-    /// Whether the house has central air conditioning.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub central_air: Option<bool>,
-    /// Overall condition: `Very_Poor`, `Poor`, `Fair`, `Below_Average`, `Average`, `Above_Average`,
-    /// `Good`, `Very_Good`, `Excellent`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub overall_condition: Option<String>,
-    /// Neighbourhood within Ames, e.g. `North_Ames`, `College_Creek` (see `model.features`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub neighborhood: Option<String>,
-    /// Style of dwelling, e.g. `One_Story`, `Two_Story`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub house_style: Option<String>,
-    /// Type of dwelling: `OneFam`, `TwoFmCon`, `Duplex`, `Twnhs`, `TwnhsE`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub building_type: Option<String>,
-    /// Heating quality: `Excellent`, `Good`, `Typical`, `Fair`, `Poor`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heating_quality: Option<String>,
-    /// Foundation: `PConc`, `CBlock`, `BrkTil`, `Slab`, `Stone`, `Wood`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub foundation: Option<String>,
-    /// Sale condition, e.g. `Normal`, `Partial` (new construction), `Abnorml`, `Family`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sale_condition: Option<String>,
+/// Declares `HouseInput` and its conversion from the feature catalogue (`model/catalogue.rs`):
+/// one field per feature, typed by its value type, required or optional as the catalogue says,
+/// described by its description, unit, range and Ames source.
+macro_rules! house_input {
+    ($( $variant:ident $field:ident $name:literal $rest:literal $required:ident $value:ident $unit:literal
+        $range:tt $source:ident $source_args:tt $description:literal ),* $(,)?) => {
+        /// The features of one house to price. The first three are required (the seed service's
+        /// inputs); the others are optional: a model that needs one you did not send uses the
+        /// imputation value from its card and lists the feature in `Prediction.imputedFeatures`. A
+        /// category value the model never saw (not in its `features.categories`) is imputed too,
+        /// with a warning in `Prediction.warnings`.
+        #[derive(Debug, Clone, InputObject, serde::Serialize)]
+        pub struct HouseInput {
+            $(
+                #[doc = concat!($description, " (", $unit, house_input!(@range $range), ").",
+                                house_input!(@hint $value), " Ames: ", house_input!(@source $source $source_args), ".")]
+                #[graphql(name = $name)]
+                #[serde(rename = $name)]
+                #[serde(skip_serializing_if = "house_input_is_none")]
+                pub $field: house_input!(@type $required $value),
+            )*
+        }
+
+        impl From<HouseInput> for HouseFeatures {
+            fn from(input: HouseInput) -> Self {
+                let mut house = HouseFeatures::default();
+                $( house_input!(@set house, input.$field, $variant, $required $value); )*
+                house
+            }
+        }
+    };
+    (@range []) => { "" };
+    (@range [$min:literal, $max:literal]) => { concat!("; ", stringify!($min), " to ", stringify!($max)) };
+    (@hint label) => { " One of the labels in the answering model's `features.categories`; another is imputed, with a warning." };
+    (@hint $value:ident) => { "" };
+    (@source column($c:literal)) => { concat!("`", $c, "`") };
+    (@source baths($full:literal, $half:literal)) => { concat!("`", $full, "` + 0.5 × `", $half, "`") };
+    (@source yes($c:literal)) => { concat!("`", $c, "` = Y") };
+    (@type required float) => { f64 };
+    (@type required int) => { i32 };
+    (@type optional float) => { Option<f64> };
+    (@type optional int) => { Option<i32> };
+    (@type optional bool) => { Option<bool> };
+    (@type optional label) => { Option<String> };
+    // The seed's three inputs are typed fields of `HouseFeatures`; the others go in its map.
+    (@set $house:ident, $v:expr, SquareFeet, required float) => { $house.square_feet = $v; };
+    (@set $house:ident, $v:expr, Bedrooms, required int) => { $house.bedrooms = i64::from($v); };
+    (@set $house:ident, $v:expr, Bathrooms, required float) => { $house.bathrooms = $v; };
+    (@set $house:ident, $v:expr, $variant:ident, optional $value:ident) => {
+        if let Some(v) = $v {
+            $house.optional.insert(Feature::$variant, house_input!(@value $value v));
+        }
+    };
+    (@value float $v:ident) => { FeatureValue::Number($v) };
+    (@value int $v:ident) => { FeatureValue::Number(f64::from($v)) };
+    (@value bool $v:ident) => { FeatureValue::Number(if $v { 1.0 } else { 0.0 }) };
+    (@value label $v:ident) => { FeatureValue::Category($v) };
+}
+crate::model::catalogue::feature_catalogue!(house_input);
+
+/// `skip_serializing_if` for every `HouseInput` field: optional ones are left out when absent.
+fn house_input_is_none<T: HouseInputField>(value: &T) -> bool {
+    value.is_absent()
 }
 
-impl From<HouseInput> for HouseFeatures {
-    fn from(input: HouseInput) -> Self {
-        use FeatureValue::{Category, Number};
-        let number = |v: Option<f64>| v.map(Number);
-        let int = |v: Option<i32>| v.map(|v| Number(f64::from(v)));
-        let optional = [
-            (Feature::LotArea, number(input.lot_area)),
-            (Feature::YearBuilt, int(input.year_built)),
-            (Feature::YearRemodeled, int(input.year_remodeled)),
-            (Feature::BasementSqFt, number(input.basement_sq_ft)),
-            (Feature::BasementBathrooms, number(input.basement_bathrooms)),
-            (Feature::GarageCars, int(input.garage_cars)),
-            (Feature::GarageArea, number(input.garage_area)),
-            (Feature::Fireplaces, int(input.fireplaces)),
-            (Feature::Kitchens, int(input.kitchens)),
-            (Feature::CentralAir, input.central_air.map(|yes| Number(if yes { 1.0 } else { 0.0 }))),
-            (Feature::OverallCondition, input.overall_condition.map(Category)),
-            (Feature::Neighborhood, input.neighborhood.map(Category)),
-            (Feature::HouseStyle, input.house_style.map(Category)),
-            (Feature::BuildingType, input.building_type.map(Category)),
-            (Feature::HeatingQuality, input.heating_quality.map(Category)),
-            (Feature::Foundation, input.foundation.map(Category)),
-            (Feature::SaleCondition, input.sale_condition.map(Category)),
-        ];
-        Self {
-            square_feet: input.square_feet,
-            bedrooms: i64::from(input.bedrooms),
-            bathrooms: input.bathrooms,
-            optional: optional.into_iter().filter_map(|(f, v)| Some((f, v?))).collect(),
-        }
+/// Whether a `HouseInput` field was left out (never, for the required ones).
+trait HouseInputField {
+    fn is_absent(&self) -> bool;
+}
+
+impl<T> HouseInputField for Option<T> {
+    fn is_absent(&self) -> bool {
+        self.is_none()
+    }
+}
+
+impl HouseInputField for f64 {
+    fn is_absent(&self) -> bool {
+        false
+    }
+}
+
+impl HouseInputField for i32 {
+    fn is_absent(&self) -> bool {
+        false
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::catalogue::PRICE_FEATURE;
 use super::features::{FeatureKind, FeatureValue};
 
 /// File name of the card inside a model version directory.
@@ -216,9 +217,6 @@ pub struct ArtifactInfo {
     /// Lower-case hex sha256 of the file; verified on every load.
     pub sha256: String,
 }
-
-/// Name under which the prediction itself is tracked for drift (next to the input features).
-pub const PRICE_FEATURE: &str = "_price";
 
 impl ModelCard {
     /// `name@version`, the identifier stored in every log row.

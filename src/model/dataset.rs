@@ -8,73 +8,16 @@ use anyhow::{Context, bail};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::Deserialize;
 
 use super::artifact::sha256_hex;
+use super::catalogue::{Source, ValueType};
 use super::features::{Feature, FeatureValue, HouseFeatures};
 
 /// Houses above this living area are excluded, as De Cock (2011) recommends: three of the five are
 /// partial sales at prices unrelated to their size.
 pub const MAX_TRAINING_SQUARE_FEET: f64 = 4000.0;
-/// The columns of `ames_housing.csv` the models use; other columns are ignored.
-#[derive(Debug, Deserialize)]
-#[allow(non_snake_case)]
-struct AmesRow {
-    Gr_Liv_Area: f64,
-    Bedroom_AbvGr: i64,
-    Full_Bath: f64,
-    Half_Bath: f64,
-    Lot_Area: f64,
-    Year_Built: f64,
-    Year_Remod_Add: f64,
-    Total_Bsmt_SF: f64,
-    Bsmt_Full_Bath: f64,
-    Bsmt_Half_Bath: f64,
-    Garage_Cars: f64,
-    Garage_Area: f64,
-    Fireplaces: f64,
-    Kitchen_AbvGr: f64,
-    Central_Air: String,
-    Overall_Cond: String,
-    Neighborhood: String,
-    House_Style: String,
-    Bldg_Type: String,
-    Heating_QC: String,
-    Foundation: String,
-    Sale_Condition: String,
-    Sale_Price: f64,
-}
-
-impl AmesRow {
-    fn house(self) -> HouseFeatures {
-        use FeatureValue::{Category as C, Number as N};
-        let values = [
-            (Feature::LotArea, N(self.Lot_Area)),
-            (Feature::YearBuilt, N(self.Year_Built)),
-            (Feature::YearRemodeled, N(self.Year_Remod_Add)),
-            (Feature::BasementSqFt, N(self.Total_Bsmt_SF)),
-            (Feature::BasementBathrooms, N(self.Bsmt_Full_Bath + 0.5 * self.Bsmt_Half_Bath)),
-            (Feature::GarageCars, N(self.Garage_Cars)),
-            (Feature::GarageArea, N(self.Garage_Area)),
-            (Feature::Fireplaces, N(self.Fireplaces)),
-            (Feature::Kitchens, N(self.Kitchen_AbvGr)),
-            (Feature::CentralAir, N(if self.Central_Air == "Y" { 1.0 } else { 0.0 })),
-            (Feature::OverallCondition, C(self.Overall_Cond)),
-            (Feature::Neighborhood, C(self.Neighborhood)),
-            (Feature::HouseStyle, C(self.House_Style)),
-            (Feature::BuildingType, C(self.Bldg_Type)),
-            (Feature::HeatingQuality, C(self.Heating_QC)),
-            (Feature::Foundation, C(self.Foundation)),
-            (Feature::SaleCondition, C(self.Sale_Condition)),
-        ];
-        HouseFeatures {
-            square_feet: self.Gr_Liv_Area,
-            bedrooms: self.Bedroom_AbvGr,
-            bathrooms: self.Full_Bath + 0.5 * self.Half_Bath,
-            optional: values.into_iter().collect(),
-        }
-    }
-}
+/// The column holding the sale price, the target.
+pub const TARGET_COLUMN: &str = "Sale_Price";
 
 /// A parsed data set: features, prices and provenance.
 pub struct Dataset {
@@ -88,21 +31,46 @@ pub struct Dataset {
     pub sha256: String,
 }
 
-/// Reads the Ames CSV, applying the documented exclusions.
+/// Reads the Ames CSV, applying the documented exclusions. Each feature is read from the
+/// column(s) its catalogue line names (`catalogue.rs`); other columns are ignored.
 pub fn read_dataset(path: &Path) -> anyhow::Result<Dataset> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read training data {}", path.display()))?;
     let mut reader = csv::Reader::from_reader(bytes.as_slice());
+    let headers = reader.headers().with_context(|| format!("{}: no header row", path.display()))?.clone();
+    let column = |name: &str| {
+        headers.iter().position(|h| h == name).with_context(|| format!("{} has no column {name}", path.display()))
+    };
+    let sources = Feature::ALL
+        .into_iter()
+        .map(|feature| {
+            Ok((feature, feature.source().columns().into_iter().map(column).collect::<Result<Vec<_>, _>>()?))
+        })
+        .collect::<anyhow::Result<Vec<(Feature, Vec<usize>)>>>()?;
+    let price_column = column(TARGET_COLUMN)?;
     let mut houses = Vec::new();
     let mut prices = Vec::new();
     let mut rows_total = 0;
-    for (line, row) in reader.deserialize::<AmesRow>().enumerate() {
-        let row = row.with_context(|| format!("{}: bad row {}", path.display(), line + 2))?;
+    for (line, record) in reader.records().enumerate() {
+        let context = || format!("{}: bad row {}", path.display(), line + 2);
+        let record = record.with_context(context)?;
+        let text = |i: usize| record.get(i).unwrap_or_default();
+        let number = |i: usize| text(i).trim().parse::<f64>().with_context(context);
         rows_total += 1;
-        if row.Gr_Liv_Area > MAX_TRAINING_SQUARE_FEET {
+        let mut house = HouseFeatures::default();
+        for (feature, columns) in &sources {
+            let value = match (feature.source(), feature.def().value) {
+                (Source::Column(_), ValueType::Label) => FeatureValue::Category(text(columns[0]).to_owned()),
+                (Source::Column(_), _) => FeatureValue::Number(number(columns[0])?),
+                (Source::Baths(..), _) => FeatureValue::Number(number(columns[0])? + 0.5 * number(columns[1])?),
+                (Source::Yes(_), _) => FeatureValue::Number(if text(columns[0]) == "Y" { 1.0 } else { 0.0 }),
+            };
+            house.set(*feature, value).with_context(context)?;
+        }
+        if house.square_feet > MAX_TRAINING_SQUARE_FEET {
             continue;
         }
-        prices.push(row.Sale_Price);
-        houses.push(row.house());
+        prices.push(number(price_column)?);
+        houses.push(house);
     }
     if houses.is_empty() {
         bail!("{} has no usable rows", path.display());

@@ -1,5 +1,5 @@
-//! The house features the API accepts, their plausibility limits, and how each is read from the
-//! Ames data.
+//! The house features the API accepts (generated from the catalogue, `catalogue.rs`) and their
+//! validation.
 //!
 //! Three inputs are required (the seed service's: living area, bedrooms, bathrooms); the others are
 //! optional, and a model that needs one the client did not send uses the imputation value from its
@@ -11,6 +11,8 @@ use std::fmt;
 use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
+
+use super::catalogue::{CATALOGUE, FeatureDef, PRICE_FEATURE, Source, ValueType, feature_catalogue};
 
 /// How a feature's values look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,52 +26,6 @@ pub enum FeatureKind {
     Categorical,
 }
 
-/// One input feature. The declaration order is the catalogue order used everywhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Feature {
-    /// Above-ground living area (Ames `Gr_Liv_Area`), square feet. Required.
-    SquareFeet,
-    /// Bedrooms above grade (`Bedroom_AbvGr`). Required.
-    Bedrooms,
-    /// Full baths + 0.5 × half baths above grade (`Full_Bath`, `Half_Bath`). Required.
-    Bathrooms,
-    /// Lot size (`Lot_Area`), square feet.
-    LotArea,
-    /// Original construction year (`Year_Built`).
-    YearBuilt,
-    /// Remodel year, the construction year if never remodelled (`Year_Remod_Add`).
-    YearRemodeled,
-    /// Basement area (`Total_Bsmt_SF`), square feet.
-    BasementSqFt,
-    /// Basement full baths + 0.5 × half baths.
-    BasementBathrooms,
-    /// Garage size in cars (`Garage_Cars`).
-    GarageCars,
-    /// Garage area (`Garage_Area`), square feet.
-    GarageArea,
-    /// Number of fireplaces (`Fireplaces`).
-    Fireplaces,
-    /// Kitchens above grade (`Kitchen_AbvGr`).
-    Kitchens,
-    /// Whether the house has central air conditioning (`Central_Air`).
-    CentralAir,
-    /// Overall condition rating (`Overall_Cond`), `Very_Poor` … `Excellent`.
-    OverallCondition,
-    /// Neighbourhood within Ames (`Neighborhood`).
-    Neighborhood,
-    /// Style of dwelling (`House_Style`), e.g. `One_Story`.
-    HouseStyle,
-    /// Type of dwelling (`Bldg_Type`), e.g. `OneFam`.
-    BuildingType,
-    /// Heating quality (`Heating_QC`).
-    HeatingQuality,
-    /// Foundation type (`Foundation`).
-    Foundation,
-    /// Sale condition (`Sale_Condition`), e.g. `Normal`, `Partial` (new construction).
-    SaleCondition,
-}
-
 /// A feature's value: numbers (and booleans as 1/0) or a category label.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -80,15 +36,37 @@ pub enum FeatureValue {
     Category(String),
 }
 
-/// The `&'static` name of a feature (or of [`super::PRICE_FEATURE`]) given as text, for rows
-/// read back from the spool. A name this build does not know (a spool written by another
-/// version) is leaked once per distinct name: there are only ever a handful.
+/// Declares [`Feature`] from the catalogue.
+macro_rules! feature_enum {
+    ($( $variant:ident $field:ident $name:literal $rest:literal $required:ident $value:ident $unit:literal
+        $range:tt $source:ident $source_args:tt $description:literal ),* $(,)?) => {
+        /// One input feature, in catalogue order (`src/model/catalogue.rs` says what each is).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum Feature {
+            $(
+                #[doc = $description]
+                #[serde(rename = $name)]
+                $variant,
+            )*
+        }
+
+        impl Feature {
+            /// Every feature, in catalogue order.
+            pub const ALL: [Feature; CATALOGUE.len()] = [$(Feature::$variant),*];
+        }
+    };
+}
+feature_catalogue!(feature_enum);
+
+/// The `&'static` name of a feature (or of [`PRICE_FEATURE`]) given as text, for rows read back
+/// from the spool. A name this build does not know (a spool written by another version) is
+/// leaked once per distinct name: there are only ever a handful.
 pub fn static_name(name: &str) -> &'static str {
     static UNKNOWN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    if name == super::PRICE_FEATURE {
-        return super::PRICE_FEATURE;
+    if name == PRICE_FEATURE {
+        return PRICE_FEATURE;
     }
-    if let Some(feature) = Feature::ALL.iter().find(|f| f.name() == name) {
+    if let Some(feature) = Feature::from_name(name) {
         return feature.name();
     }
     let mut unknown = UNKNOWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -101,160 +79,52 @@ pub fn static_name(name: &str) -> &'static str {
 }
 
 impl Feature {
-    /// Every feature, in catalogue order.
-    pub const ALL: [Feature; 20] = [
-        Feature::SquareFeet,
-        Feature::Bedrooms,
-        Feature::Bathrooms,
-        Feature::LotArea,
-        Feature::YearBuilt,
-        Feature::YearRemodeled,
-        Feature::BasementSqFt,
-        Feature::BasementBathrooms,
-        Feature::GarageCars,
-        Feature::GarageArea,
-        Feature::Fireplaces,
-        Feature::Kitchens,
-        Feature::CentralAir,
-        Feature::OverallCondition,
-        Feature::Neighborhood,
-        Feature::HouseStyle,
-        Feature::BuildingType,
-        Feature::HeatingQuality,
-        Feature::Foundation,
-        Feature::SaleCondition,
-    ];
-
     /// The seed service's three inputs, always required.
     pub const REQUIRED: [Feature; 3] = [Feature::SquareFeet, Feature::Bedrooms, Feature::Bathrooms];
 
+    /// Its catalogue line.
+    pub fn def(self) -> &'static FeatureDef {
+        &CATALOGUE[self as usize]
+    }
+
     /// Field name in the GraphQL `HouseInput`, in model cards and in the log's `features` JSON.
     pub fn name(self) -> &'static str {
-        match self {
-            Feature::SquareFeet => "squareFeet",
-            Feature::Bedrooms => "bedrooms",
-            Feature::Bathrooms => "bathrooms",
-            Feature::LotArea => "lotArea",
-            Feature::YearBuilt => "yearBuilt",
-            Feature::YearRemodeled => "yearRemodeled",
-            Feature::BasementSqFt => "basementSqFt",
-            Feature::BasementBathrooms => "basementBathrooms",
-            Feature::GarageCars => "garageCars",
-            Feature::GarageArea => "garageArea",
-            Feature::Fireplaces => "fireplaces",
-            Feature::Kitchens => "kitchens",
-            Feature::CentralAir => "centralAir",
-            Feature::OverallCondition => "overallCondition",
-            Feature::Neighborhood => "neighborhood",
-            Feature::HouseStyle => "houseStyle",
-            Feature::BuildingType => "buildingType",
-            Feature::HeatingQuality => "heatingQuality",
-            Feature::Foundation => "foundation",
-            Feature::SaleCondition => "saleCondition",
-        }
+        self.def().name
     }
 
     /// Field name in the seed-compatible REST body (`POST /prever_precos/`), which has only the three
     /// required inputs.
     pub fn rest_name(self) -> &'static str {
-        match self {
-            Feature::SquareFeet => "square_feet",
-            Feature::Bedrooms => "num_bedrooms",
-            Feature::Bathrooms => "num_bathrooms",
-            other => other.name(),
-        }
+        self.def().rest_name
     }
 
     /// Value type.
     pub fn kind(self) -> FeatureKind {
-        match self {
-            Feature::CentralAir => FeatureKind::Boolean,
-            Feature::OverallCondition
-            | Feature::Neighborhood
-            | Feature::HouseStyle
-            | Feature::BuildingType
-            | Feature::HeatingQuality
-            | Feature::Foundation
-            | Feature::SaleCondition => FeatureKind::Categorical,
-            _ => FeatureKind::Numeric,
+        match self.def().value {
+            ValueType::Float | ValueType::Int => FeatureKind::Numeric,
+            ValueType::Bool => FeatureKind::Boolean,
+            ValueType::Label => FeatureKind::Categorical,
         }
     }
 
     /// Plausibility limits of numeric features (inclusive); `None` for other kinds.
     pub fn plausible_range(self) -> Option<RangeInclusive<f64>> {
-        Some(match self {
-            // A tiny house is ~100 sq ft; the largest private homes are ~60,000.
-            Feature::SquareFeet => 100.0..=100_000.0,
-            Feature::Bedrooms | Feature::Bathrooms => 0.0..=50.0,
-            Feature::LotArea => 0.0..=10_000_000.0,
-            Feature::YearBuilt | Feature::YearRemodeled => 1600.0..=2100.0,
-            Feature::BasementSqFt | Feature::GarageArea => 0.0..=100_000.0,
-            Feature::BasementBathrooms | Feature::GarageCars | Feature::Fireplaces | Feature::Kitchens => 0.0..=20.0,
-            _ => return None,
-        })
+        self.def().range.map(|(min, max)| min..=max)
     }
 
     /// Unit, for cards and docs.
     pub fn unit(self) -> &'static str {
-        match self {
-            Feature::SquareFeet | Feature::LotArea | Feature::BasementSqFt | Feature::GarageArea => "sq ft",
-            Feature::YearBuilt | Feature::YearRemodeled => "year",
-            Feature::CentralAir => "yes/no",
-            f if f.kind() == FeatureKind::Categorical => "label",
-            _ => "count",
-        }
+        self.def().unit
     }
 
-    /// Ames column(s) the feature is read from.
-    pub fn source(self) -> &'static str {
-        match self {
-            Feature::SquareFeet => "Gr_Liv_Area",
-            Feature::Bedrooms => "Bedroom_AbvGr",
-            Feature::Bathrooms => "Full_Bath + 0.5 * Half_Bath",
-            Feature::LotArea => "Lot_Area",
-            Feature::YearBuilt => "Year_Built",
-            Feature::YearRemodeled => "Year_Remod_Add",
-            Feature::BasementSqFt => "Total_Bsmt_SF",
-            Feature::BasementBathrooms => "Bsmt_Full_Bath + 0.5 * Bsmt_Half_Bath",
-            Feature::GarageCars => "Garage_Cars",
-            Feature::GarageArea => "Garage_Area",
-            Feature::Fireplaces => "Fireplaces",
-            Feature::Kitchens => "Kitchen_AbvGr",
-            Feature::CentralAir => "Central_Air = 'Y'",
-            Feature::OverallCondition => "Overall_Cond",
-            Feature::Neighborhood => "Neighborhood",
-            Feature::HouseStyle => "House_Style",
-            Feature::BuildingType => "Bldg_Type",
-            Feature::HeatingQuality => "Heating_QC",
-            Feature::Foundation => "Foundation",
-            Feature::SaleCondition => "Sale_Condition",
-        }
+    /// Where the feature is read from in the Ames data.
+    pub fn source(self) -> Source {
+        self.def().source
     }
 
     /// One-line meaning, for cards.
     pub fn description(self) -> &'static str {
-        match self {
-            Feature::SquareFeet => "Above-ground living area",
-            Feature::Bedrooms => "Bedrooms above grade",
-            Feature::Bathrooms => "Bathrooms above grade, a half bath counting 0.5",
-            Feature::LotArea => "Lot size",
-            Feature::YearBuilt => "Original construction year",
-            Feature::YearRemodeled => "Remodel year (construction year if never remodelled)",
-            Feature::BasementSqFt => "Total basement area",
-            Feature::BasementBathrooms => "Basement bathrooms, a half bath counting 0.5",
-            Feature::GarageCars => "Garage size in car capacity",
-            Feature::GarageArea => "Garage area",
-            Feature::Fireplaces => "Number of fireplaces",
-            Feature::Kitchens => "Kitchens above grade",
-            Feature::CentralAir => "Central air conditioning",
-            Feature::OverallCondition => "Overall condition rating of the house",
-            Feature::Neighborhood => "Neighbourhood within Ames city limits",
-            Feature::HouseStyle => "Style of dwelling",
-            Feature::BuildingType => "Type of dwelling",
-            Feature::HeatingQuality => "Heating quality and condition",
-            Feature::Foundation => "Type of foundation",
-            Feature::SaleCondition => "Condition of sale",
-        }
+        self.def().description
     }
 
     /// Parses an API name.
@@ -304,6 +174,30 @@ impl HouseFeatures {
     pub fn with(mut self, feature: Feature, value: FeatureValue) -> Self {
         self.optional.insert(feature, value);
         self
+    }
+
+    /// Sets `feature` (one of the three required ones, or an optional one). A required feature
+    /// must be a number, and `bedrooms` a whole one.
+    pub fn set(&mut self, feature: Feature, value: FeatureValue) -> Result<(), InvalidFeature> {
+        let number = |value: FeatureValue| match value {
+            FeatureValue::Number(n) => Ok(n),
+            FeatureValue::Category(_) => Err(InvalidFeature { feature, message: "must be a number".to_owned() }),
+        };
+        match feature {
+            Feature::SquareFeet => self.square_feet = number(value)?,
+            Feature::Bathrooms => self.bathrooms = number(value)?,
+            Feature::Bedrooms => {
+                let n = number(value)?;
+                if n.fract() != 0.0 || !n.is_finite() {
+                    return Err(InvalidFeature { feature, message: format!("must be a whole number, got {n}") });
+                }
+                self.bedrooms = n as i64;
+            }
+            other => {
+                self.optional.insert(other, value);
+            }
+        }
+        Ok(())
     }
 
     /// The value of `feature`, if sent.
@@ -391,6 +285,15 @@ mod tests {
     fn the_message_says_what_was_received() {
         let err = HouseFeatures { bedrooms: 99, ..house() }.validate().unwrap_err();
         assert_eq!(err.to_string(), "bedrooms must be between 0 and 50 (count), got 99");
+    }
+
+    #[test]
+    fn the_enum_follows_the_catalogue() {
+        assert_eq!(Feature::ALL.len(), CATALOGUE.len());
+        for (feature, def) in Feature::ALL.into_iter().zip(CATALOGUE) {
+            assert_eq!(feature.def(), def);
+        }
+        assert!(Feature::REQUIRED.iter().all(|f| f.def().required));
     }
 
     #[test]

@@ -3,13 +3,15 @@
 
 pub mod artifact;
 pub mod card;
+pub mod catalogue;
 pub mod dataset;
 pub mod events;
 pub mod features;
 pub mod registry;
 pub mod train;
 
-pub use card::{ModelCard, PRICE_FEATURE};
+pub use card::ModelCard;
+pub use catalogue::PRICE_FEATURE;
 pub use features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
 pub use registry::{
     LoadedModel, ModelLoadError, ModelRegistry, ModelSet, PredictionWarning, ScoreError, Scored, WarningKind,

@@ -10,7 +10,8 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use super::artifact::{ArtifactError, Column, Encoded, Pipeline};
-use super::card::{CARD_FILE, ModelCard, PRICE_FEATURE};
+use super::card::{CARD_FILE, ModelCard};
+use super::catalogue::PRICE_FEATURE;
 use super::features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
 
 /// Why the model directory could not be loaded. The server refuses to start on any of these, and a

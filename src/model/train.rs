@@ -272,7 +272,7 @@ fn feature_spec(column: &Column, train: &[&HouseFeatures]) -> FeatureInfo {
         name: feature.name().to_owned(),
         kind: feature.kind(),
         required: Feature::REQUIRED.contains(&feature),
-        source: feature.source().to_owned(),
+        source: feature.source().to_string(),
         unit: feature.unit().to_owned(),
         description: feature.description().to_owned(),
         min,

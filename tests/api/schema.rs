@@ -82,3 +82,41 @@ async fn the_log_column_list_covers_every_column_of_prediction_log(pool: sqlx::P
         "a column was added to the table or to src/log/record.rs (INSERTED_COLUMNS / OTHER_COLUMNS) but not to both"
     );
 }
+
+/// `HouseInput` is generated from the feature catalogue: one field per catalogue line, in order,
+/// named, typed, required and described as the line says.
+#[tokio::test]
+async fn house_input_fields_are_the_feature_catalogue() {
+    use house_price_api::model::catalogue::{CATALOGUE, ValueType};
+    let schema = build_schema(&LimitsConfig::default());
+    let response = schema
+        .execute(
+            r#"{ __type(name: "HouseInput") { inputFields { name description type { kind name ofType { name } } } } }"#,
+        )
+        .await;
+    let data = response.data.into_json().unwrap();
+    let fields = data["__type"]["inputFields"].as_array().unwrap();
+    let names: Vec<&str> = fields.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let catalogue: Vec<&str> = CATALOGUE.iter().map(|d| d.name).collect();
+    assert_eq!(names, catalogue);
+    for (field, def) in fields.iter().zip(CATALOGUE) {
+        let ty = &field["type"];
+        assert_eq!(ty["kind"] == "NON_NULL", def.required, "{}", def.name);
+        let scalar = if def.required { &ty["ofType"]["name"] } else { &ty["name"] };
+        let expected = match def.value {
+            ValueType::Float => "Float",
+            ValueType::Int => "Int",
+            ValueType::Bool => "Boolean",
+            ValueType::Label => "String",
+        };
+        assert_eq!(scalar, expected, "{}", def.name);
+        let description = field["description"].as_str().unwrap();
+        assert!(description.starts_with(def.description) && description.contains(def.unit), "{description}");
+        for column in def.source.columns() {
+            assert!(description.contains(column), "{description} names {column}");
+        }
+        if let Some((min, max)) = def.range {
+            assert!(description.contains(&format!("{min} to {max}")), "{description} gives the range");
+        }
+    }
+}
