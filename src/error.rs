@@ -176,7 +176,7 @@ impl AppError {
 
 // Deliberately no `From<AppError> for async_graphql::Error`: async-graphql's blanket
 // `From<T: Display>` would make `?` compile and silently drop the code. Resolvers call
-// `.extend()` (see `graphql::query::resolve`).
+// `.extend()` (see `graphql::context::resolve`).
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,6 @@
 //! The GraphQL schema: one `build_schema` used by the server, every test and the SDL export.
 
+pub mod context;
 pub mod documents;
 pub mod extensions;
 pub mod limits;

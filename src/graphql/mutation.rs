@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, Object};
 
-use super::query::{data, resolve};
+use super::context::{data, resolve};
 use super::types::{ModelInfo, OutcomeInput, OutcomeItem, PredictionError, ReloadResult};
 use crate::auth::{PresentedKey, Scope};
 use crate::error::AppError;

@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use async_graphql::{Context, ErrorExtensions, ID, Object};
+use async_graphql::{Context, ID, Object};
 use uuid::Uuid;
 
+use super::context::{data, resolve, state};
 use super::types::{
     BatchPredictionItem, HouseInput, ModelInfo, PageInfo, PredictionConnection, PredictionEdge, PredictionFilter,
 };
@@ -16,26 +17,10 @@ use crate::monitoring::drift::{self, DriftPoint, DriftReport};
 use crate::monitoring::performance::{self, Bucket, PerformanceBucket};
 use crate::monitoring::reports::{self, MonitoringReport};
 use crate::monitoring::traffic::{self, TrafficBucket};
-use crate::service::{AppState, ItemPath, Prediction, PredictionItem, RequestMeta};
+use crate::service::{AppState, ItemPath, Prediction, PredictionItem};
 
 /// The query root (`Query` in the schema).
 pub struct QueryRoot;
-
-/// Runs a resolver body and turns its `AppError` into a GraphQL error with `extensions.code`.
-pub(crate) async fn resolve<T>(body: impl Future<Output = Result<T, AppError>>) -> async_graphql::Result<T> {
-    body.await.map_err(|err| err.extend())
-}
-
-/// Request data the HTTP layer attaches to every operation.
-pub(crate) fn data<'a, T: Send + Sync + 'static>(ctx: &Context<'a>) -> Result<&'a T, AppError> {
-    ctx.data::<T>().map_err(|e| AppError::Internal(anyhow::anyhow!("missing request data: {}", e.message)))
-}
-
-/// The application state and this operation's request metadata (attached by the HTTP handler,
-/// or per WebSocket operation by [`super::extensions::RequestContext`]).
-pub(crate) fn state<'a>(ctx: &Context<'a>) -> Result<(&'a AppState, &'a RequestMeta), AppError> {
-    Ok((data::<AppState>(ctx)?, data::<RequestMeta>(ctx)?))
-}
 
 fn item(path: ItemPath, input: HouseInput) -> PredictionItem {
     let raw_input = serde_json::to_value(&input).unwrap_or(serde_json::Value::Null);

@@ -5,7 +5,7 @@ use futures_util::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::query::data;
+use super::context::data;
 use crate::log::{PredictionRecord, PredictionStatus};
 use crate::monitoring::evaluator::DriftAlert;
 use crate::service::AppState;

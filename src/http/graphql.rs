@@ -13,22 +13,22 @@
 //! Bodies the handler refuses before GraphQL sees them answer 400 `BAD_REQUEST` (413
 //! `PAYLOAD_TOO_LARGE` over `MAX_BODY_BYTES`), in the negotiated media type, with a request id.
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse, Response as GqlResponse, ServerError, Variables};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{HttpState, assets, body_refusal, header_str, request_meta};
+use super::assets;
+use super::request::{Refusal, body_refusal, header_str, request_meta};
+use super::state::HttpState;
 use crate::auth::PresentedKey;
 use crate::error::{AppError, codes};
-use crate::graphql::extensions::{WsConnection, with_request_id};
+use crate::graphql::extensions::with_request_id;
 use crate::service::{RequestMeta, Route};
 
 /// Most operations in one batched (array) GraphQL request.
@@ -98,9 +98,7 @@ fn wants_html(headers: &HeaderMap) -> bool {
     })
 }
 
-/// A refusal before execution: status, `extensions.code`, message.
-pub(super) type Refusal = (StatusCode, &'static str, String);
-
+/// A `BAD_REQUEST` refusal before execution.
 fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
     (status, codes::BAD_REQUEST, message.into())
 }
@@ -274,7 +272,7 @@ fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 /// `GET /graphql`: GraphiQL for a browser, otherwise a query from the URL.
-pub(super) async fn get(State(s): State<HttpState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub async fn get(State(s): State<HttpState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     let pairs = form_urlencoded_pairs(raw.as_deref().unwrap_or_default());
     if !pairs.iter().any(|(k, _)| k == "query") && wants_html(&headers) {
         return assets::page("graphiql.html");
@@ -288,7 +286,7 @@ pub(super) async fn get(State(s): State<HttpState>, headers: HeaderMap, RawQuery
 }
 
 /// `POST /graphql`.
-pub(super) async fn post(
+pub async fn post(
     State(s): State<HttpState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -421,22 +419,6 @@ fn not_acceptable(meta: &RequestMeta) -> Response {
         format!("this endpoint answers `{GRAPHQL_RESPONSE_JSON}` or `application/json`: accept one of them"),
     );
     refused(refusal, meta, MediaType::Json)
-}
-
-/// `GET /ws`: GraphQL over WebSocket (`graphql-transport-ws` and the legacy `graphql-ws`).
-pub(super) async fn websocket(
-    State(s): State<HttpState>,
-    headers: HeaderMap,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let mut data = async_graphql::Data::default();
-    data.insert(s.app.clone());
-    data.insert(WsConnection { client: header_str(&headers, header::USER_AGENT.as_str()).map(str::to_owned) });
-    data.insert(PresentedKey(header_str(&headers, "x-api-key").map(str::to_owned)));
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| GraphQLWebSocket::new(stream, s.schema, protocol).with_data(data).serve())
 }
 
 #[cfg(test)]

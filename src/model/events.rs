@@ -5,7 +5,7 @@ use async_graphql::{ID, SimpleObject};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::ModelSet;
+use super::registry::ModelSet;
 
 /// One load or reload of the model set.
 #[derive(Debug, Clone, SimpleObject, sqlx::FromRow)]

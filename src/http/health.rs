@@ -1,0 +1,62 @@
+//! Health probes: `/health/live` (the process answers) and `/health/ready` (it can serve).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::state::HttpState;
+use crate::db;
+
+/// Always OK while the process serves HTTP.
+pub async fn live() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// How long readiness waits for the database: a probe must answer fast, and a database slower
+/// than this is one the writer is spooling around anyway.
+const READY_DB_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Ready when the database answers, every embedded migration is applied and a model is loaded —
+/// or, with the database away, while the log can spool (the service still answers, durably).
+/// `log` says whether rows are being spooled, what waits for the drain, and how many spool
+/// segments cannot be read.
+pub async fn ready(State(s): State<HttpState>) -> Response {
+    let check = tokio::time::timeout(READY_DB_TIMEOUT, db::pending_migrations(&s.app.pool)).await;
+    let (database, migrations) = match check {
+        Ok(Ok(pending)) if pending.is_empty() => ("ok".to_owned(), "ok".to_owned()),
+        Ok(Ok(pending)) => ("ok".to_owned(), format!("pending: {pending:?}")),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %format!("{err:#}"), "readiness: database check failed");
+            ("unreachable".to_owned(), "unknown".to_owned())
+        }
+        Err(_) => ("timeout".to_owned(), "unknown".to_owned()),
+    };
+    let model = s.app.models.snapshot().default_model().id();
+    let log = s.app.log.status();
+    let serving = if database == "ok" { migrations == "ok" } else { log.can_spool };
+    let status = if serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let backlog = &log.backlog;
+    let body = json!({
+        "status": match (serving, database == "ok") { (true, true) => "ok", (true, false) => "degraded", _ => "unavailable" },
+        "checks": { "database": database, "migrations": migrations, "model": model },
+        "log": {
+            "state": if log.spooling || backlog.rows > 0 { "spooling" } else { "ok" },
+            "backlog": {
+                "rows": backlog.rows,
+                "records": backlog.records,
+                "segments": backlog.segments,
+                "bytes": backlog.bytes,
+                "oldestRow": backlog.oldest_row,
+            },
+            // Segments that cannot be read stay on disk for a build (or an operator) that can;
+            // the service keeps serving, so this does not make the replica unready.
+            "unreadableSegments": backlog.unreadable_segments,
+        },
+    });
+    (status, Json(body)).into_response()
+}
+
