@@ -286,11 +286,7 @@ pub async fn get(State(s): State<HttpState>, headers: HeaderMap, RawQuery(raw): 
 }
 
 /// `POST /graphql`.
-pub async fn post(
-    State(s): State<HttpState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn post(State(s): State<HttpState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let meta = request_meta(&headers, Route::Graphql);
     let Some(media) = negotiate(&headers) else { return not_acceptable(&meta) };
     match parse_post(&headers, body, s.app.config.max_body_bytes) {

@@ -59,4 +59,3 @@ pub async fn ready(State(s): State<HttpState>) -> Response {
     });
     (status, Json(body)).into_response()
 }
-

@@ -89,4 +89,3 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers([header::HeaderName::from_static("x-request-id")]),
     )
 }
-

@@ -64,4 +64,3 @@ pub fn body_refusal(rejection: &BytesRejection, limit: usize) -> Refusal {
         status => (status, codes::BAD_REQUEST, rejection.body_text()),
     }
 }
-

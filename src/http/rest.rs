@@ -94,4 +94,3 @@ fn rest_error(err: AppError) -> Response {
     let _ = err.extend();
     (status, Json(json!({ "detail": detail, "code": code }))).into_response()
 }
-

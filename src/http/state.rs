@@ -11,4 +11,3 @@ pub struct HttpState {
     /// The application state (also injected into each GraphQL request).
     pub app: AppState,
 }
-
