@@ -12,24 +12,34 @@ BIN := target/release/house-price-api
 WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$(scripts/db-setup.sh)}"; export DATABASE_URL; \
 	[[ "$$DATABASE_URL" =~ ^postgres(ql)?://[^[:space:]]+$$ ]] || { echo "DATABASE_URL is not one postgres:// URL" >&2; exit 1; };
 
-.PHONY: help run test web test-tools db migrate build lint fmt train schema bench bench-drift bench-chaos bench-load bench-profile
+.PHONY: help run test test-stress web test-tools db migrate build lint fmt train schema bench bench-drift bench-chaos bench-load bench-profile
 
 help: ## List targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-run: web ## Set up PostgreSQL, build the web pages, migrate, serve on 127.0.0.1:8000
-	$(CARGO) build --release --locked
+run: build ## Set up PostgreSQL, build the web pages, migrate, serve on 127.0.0.1:8000
 	$(WITH_DB) $(BIN) migrate && exec $(BIN) serve
 
-test: web test-tools ## Set up PostgreSQL, web pages, Chromium and client tools; fmt, clippy, all tests
+test: web test-tools lint ## Set up PostgreSQL, web pages, Chromium and client tools; fmt, clippy, all tests
 	$(WITH_DB) \
-	$(CARGO) fmt --all --check; \
-	$(CARGO) clippy --locked --all-targets -- -D warnings; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --locked --all-targets --no-fail-fast; \
 	else \
 	  $(CARGO) test --locked --all-targets --no-fail-fast; \
 	fi
+
+test-stress: web test-tools ## The suite RUNS times (default 5) with every core loaded by a CPU hog
+	$(WITH_DB) scripts/test-stress.sh
+
+build: web ## Release build (embeds the web pages)
+	$(CARGO) build --release --locked
+
+lint: ## cargo fmt --check and clippy with warnings denied (what CI enforces)
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
 
 web: ## Build the web pages (npm ci + esbuild into web/dist, embedded by the next cargo build)
 	scripts/web-build.sh
@@ -40,8 +50,7 @@ test-tools: ## Install Chromium, the Python venv and the TypeScript example's pa
 db: ## Only set up PostgreSQL (prints the DATABASE_URL)
 	@scripts/db-setup.sh
 
-migrate: web ## Apply migrations
-	$(CARGO) build --release --locked
+migrate: build ## Apply migrations
 	$(WITH_DB) $(BIN) migrate
 
 train: ## Retrain the models into models/ (byte-identical artifacts for the same data and seed)
@@ -50,20 +59,16 @@ train: ## Retrain the models into models/ (byte-identical artifacts for the same
 schema: ## Regenerate schema.graphql from build_schema
 	$(CARGO) run --release --locked -- schema > schema.graphql
 
-bench: web ## Load benchmark against a release server (see bench/README.md)
-	$(CARGO) build --release --locked
+bench: build ## Load benchmark against a release server (see bench/README.md)
 	$(WITH_DB) bench/run.sh
 
-bench-drift: web ## Drift report time over 1,000,000 logged rows (see bench/README.md)
-	$(CARGO) build --release --locked
+bench-drift: build ## Drift report time over 1,000,000 logged rows (see bench/README.md)
 	$(WITH_DB) bench/drift.sh
 
-bench-chaos: web ## 60 s of load with the database link cut for 30 s, durable and async (see bench/README.md)
-	$(CARGO) build --release --locked
+bench-chaos: build ## 60 s of load with the database link cut for 30 s, durable and async (see bench/README.md)
 	$(WITH_DB) bench/chaos.sh
 
-bench-load: web ## The logging-path matrix: GraphQL/REST, durable/async/null-log, 1/16/64 connections, 10k batch
-	$(CARGO) build --release --locked
+bench-load: build ## The logging-path matrix: GraphQL/REST, durable/async/null-log, 1/16/64 connections, 10k batch
 	$(WITH_DB) bench/load.sh
 
 bench-profile: web ## Where a GraphQL request's server CPU goes, by part: the service against the floor (perf call graphs)

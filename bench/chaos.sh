@@ -64,7 +64,7 @@ for MODE in $MODES; do
     sleep 0.1
   done
   drained=$(date +%s.%N)
-  replayed=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^prediction_log_rows_replayed_total/ {print $2}')
+  replayed=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^prediction_log_rows_drained_total/ {print $2}')
   rss=$(awk '/VmHWM/ {print $2 " " $3}' /proc/$SERVER/status)
   kill -TERM $SERVER; wait $SERVER || true
   kill $PROXY 2>/dev/null || true; wait $PROXY 2>/dev/null || true
@@ -77,7 +77,7 @@ for MODE in $MODES; do
 import sys
 restored, drained, replayed, spooled = map(float, sys.argv[1:])
 secs = drained - restored
-print(f"   spooled during the cut: {spooled:.0f} rows; replayed in total: {replayed:.0f} rows")
+print(f"   spooled during the cut: {spooled:.0f} rows; drained in total: {replayed:.0f} rows")
 print(f"   backlog drained {secs:.1f} s after the link came back ({replayed / max(secs, 1e-9):,.0f} rows/s while also serving)")
 PY
   echo "   peak RSS: $rss"

@@ -335,8 +335,8 @@ impl LogWriterConfig {
 /// What happens to a batch PostgreSQL does not take in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFallback {
-    /// Append it to the local write-ahead spool (fsynced), answer OK, replay it when the
-    /// database is back. An OK answer still means the row is durable — on local disk until replayed.
+    /// Append it to the local write-ahead spool (fsynced), answer OK, drain it into PostgreSQL when the
+    /// database is back. An OK answer still means the row is durable — on local disk until drained.
     Spool,
     /// Fail the waiting requests with SERVICE_UNAVAILABLE (async mode: retry, then drop).
     Fail,

@@ -94,7 +94,7 @@ pub struct PredictionRecord {
     pub shadow_model_version: Option<String>,
     /// Warnings returned with the prediction (`[{"feature", "kind", "message"}]`).
     pub warnings: serde_json::Value,
-    /// The parsed input, kept in memory for shadow scoring; not a column (rows replayed from the
+    /// The parsed input, kept in memory for shadow scoring; not a column (rows drained from the
     /// spool are not shadow-scored).
     #[sqlx(skip)]
     pub house: Option<crate::model::HouseFeatures>,

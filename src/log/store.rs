@@ -19,7 +19,7 @@ use crate::error::AppError;
 /// count, so it is prepared once, and it has no 65,535-parameter ceiling.
 ///
 /// `groups` splits `rows` (in order, by length) into groups that earlier statements wrote all or
-/// nothing of: the rows of one earlier batch. A fresh batch is one group; a replayed chunk has one
+/// nothing of: the rows of one earlier batch. A fresh batch is one group; a drained chunk has one
 /// per spooled batch. The counters are summed here, per group, into a few hundred
 /// (hour, model, feature, bin) increments; a group's increments are applied only if its first row
 /// is inserted now. So a retried batch whose first commit did succeed inserts nothing the second
@@ -64,7 +64,7 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
                        ${b6}::int4[], ${b7}::int8[])
                   as c(first_id, hour, model_name, model_version, feature, bin, n)
           where c.first_id in (select id from inserted)
-          -- Two groups of a replayed chunk may share a counter: one upsert each.
+          -- Two groups of a drained chunk may share a counter: one upsert each.
           group by 1, 2, 3, 4, 5
           -- A fixed lock order: concurrent upserts of the same counters cannot deadlock.
           order by 2, 3, 1, 4, 5

@@ -225,10 +225,10 @@ fn logged_row(n: i32) -> house_price_api::log::PredictionRecord {
 }
 
 /// The counters are summed in memory per group and applied when the group's first row is
-/// inserted: a replayed chunk holding one batch that had committed and one that had not must
-/// count exactly the second, and replaying it again must count nothing.
+/// inserted: a drained chunk holding one batch that had committed and one that had not must
+/// count exactly the second, and draining it again must count nothing.
 #[sqlx::test]
-async fn a_replayed_chunk_counts_the_drift_bins_of_exactly_the_batches_it_inserts(pool: PgPool) {
+async fn a_drained_chunk_counts_the_drift_bins_of_exactly_the_batches_it_inserts(pool: PgPool) {
     use house_price_api::log::store::insert_batch;
     let committed: Vec<_> = (0..3).map(logged_row).collect();
     let lost: Vec<_> = (3..7).map(logged_row).collect();

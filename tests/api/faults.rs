@@ -258,7 +258,7 @@ async fn assert_all_logged(direct: &PgPool, ids: &[String]) {
 }
 
 #[sqlx::test]
-async fn a_cut_link_under_load_keeps_answering_ok_spools_and_replays_every_row(pool: PgPool) {
+async fn a_cut_link_under_load_keeps_answering_ok_spools_and_drains_every_row(pool: PgPool) {
     let rig = Rig::start(pool, spooling_config()).await;
     let load =
         load_through(&rig, 8, Duration::from_secs(5), Link::Cut, Duration::from_millis(800), Duration::from_secs(2))
@@ -268,10 +268,14 @@ async fn a_cut_link_under_load_keeps_answering_ok_spools_and_replays_every_row(p
     rig.app.wait_durable().await;
     assert_all_logged(&rig.direct, &load.ok).await;
     let metrics = rig.app.client.get(rig.app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for name in
-        ["prediction_log_rows_spooled_total", "prediction_log_rows_replayed_total", "prediction_log_spool_bytes"]
-    {
+    for name in ["prediction_log_rows_spooled_total", "prediction_log_rows_drained_total", "prediction_log_spool_bytes"] {
         assert!(metrics.contains(name), "{name} in /metrics");
+    }
+    // Renamed metrics keep their old names, with the same value, until they are removed.
+    let value = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).map(str::to_owned);
+    for (old, new) in house_price_api::telemetry::DEPRECATED_METRICS {
+        assert!(value(new).is_some(), "{new} in /metrics");
+        assert_eq!(value(old), value(new), "{old} still reports {new}'s value");
     }
 }
 
@@ -410,7 +414,7 @@ async fn killed_backends_are_replaced_without_failing_a_request(pool: PgPool) {
 }
 
 #[sqlx::test]
-async fn a_torn_final_spool_record_is_skipped_and_the_records_before_it_replayed(pool: PgPool) {
+async fn a_torn_final_spool_record_is_skipped_and_the_records_before_it_drained(pool: PgPool) {
     let spool_dir = fresh_spool_dir();
     let mut config = spooling_config();
     config.log.spool_dir = spool_dir.clone();
@@ -420,7 +424,7 @@ async fn a_torn_final_spool_record_is_skipped_and_the_records_before_it_replayed
     let kept = predict(&client, rig.app.addr, 1200.0).await.unwrap();
     let torn = predict(&client, rig.app.addr, 1300.0).await.unwrap();
     rig.app.stop().await;
-    // A crash in the middle of the second append: cut its record short. (The replay task seals
+    // A crash in the middle of the second append: cut its record short. (The drain seals
     // a segment at each attempt, so the two records may sit in one segment or two; the second
     // is the last record of the newest either way.)
     let segment = newest_segment(&spool_dir);
@@ -436,7 +440,7 @@ async fn a_torn_final_spool_record_is_skipped_and_the_records_before_it_replayed
         .await
         .unwrap();
     assert_eq!(torn_rows, 0, "the torn record is skipped");
-    assert!(!segment.exists(), "the replayed segment is deleted");
+    assert!(!segment.exists(), "the drained segment is deleted");
     assert!(std::fs::read_dir(&spool_dir).unwrap().next().is_none(), "the spool is empty");
 }
 
@@ -450,7 +454,7 @@ fn newest_segment(dir: &Path) -> std::path::PathBuf {
 }
 
 #[sqlx::test]
-async fn a_server_killed_while_spooling_replays_everything_it_answered_after_restart(pool: PgPool) {
+async fn a_server_killed_while_spooling_drains_everything_it_answered_after_restart(pool: PgPool) {
     let proxy = LinkProxy::start(upstream()).await;
     let spool_dir = fresh_spool_dir();
     let client = reqwest::Client::new();

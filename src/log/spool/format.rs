@@ -12,7 +12,7 @@
 //! last record of a segment can be torn by a crash (its length or checksum does not match): it is
 //! skipped with a warning, and it was never acknowledged (the fsync had not returned).
 //!
-//! The committed fixtures in `tests/fixtures/spool/` are segments of each version; a test replays
+//! The committed fixtures in `tests/fixtures/spool/` are segments of each version; a test drains
 //! them into PostgreSQL, so a change that cannot read them fails before it ships.
 
 use std::io;

@@ -2,7 +2,7 @@
 //!
 //! When a batch cannot be committed in time (database unreachable, slower than `LOG_FAILOVER_MS`,
 //! restarting), the writer appends it here and fsyncs before the waiting requests are answered
-//! OK, so an OK answer still means the rows are durable. The writer's replay task drains the
+//! OK, so an OK answer still means the rows are durable. The writer's drain task writes the
 //! spool into PostgreSQL, oldest segment first, through the same insert as direct writes.
 //!
 //! The bytes are in [`format`] (versioned; readers for every version on disk), the row type in
@@ -13,7 +13,7 @@
 //! segment that cannot be read (an unknown version, a record that does not decode) is never
 //! deleted or renamed: it stays where it is, is counted in [`Backlog::unreadable_segments`]
 //! (readiness and `/metrics` show it), is skipped by the drain, and is tried again at the next
-//! start, so a build that can read it replays it. Nothing else stops.
+//! start, so a build that can read it drains it. Nothing else stops.
 
 pub mod format;
 pub mod row;
@@ -30,8 +30,8 @@ use chrono::{DateTime, Utc};
 use self::format::{HEADER_LEN, ReadError, read_segment};
 use super::record::PredictionRecord;
 
-/// A segment is closed once it holds this much, so replay reads (and holds in memory) one
-/// bounded file at a time, and deletes the replayed part of a long outage as it goes.
+/// A segment is closed once it holds this much, so the drain reads (and holds in memory) one
+/// bounded file at a time, and deletes the drained part of a long outage as it goes.
 const SEGMENT_TARGET_BYTES: u64 = 4 << 20;
 
 /// Why a batch could not be spooled.
@@ -53,7 +53,7 @@ pub enum SpoolError {
     Encode(#[from] serde_json::Error),
 }
 
-/// A segment waiting to be replayed.
+/// A segment waiting to be drained.
 #[derive(Debug, Clone)]
 pub struct Segment {
     /// Its sequence number (order of writing).
@@ -83,9 +83,9 @@ pub struct Backlog {
     pub rows: u64,
     /// Segment files.
     pub segments: u64,
-    /// When the oldest unreplayed batch was spooled.
+    /// When the oldest undrained batch was spooled.
     pub oldest_spooled_at: Option<DateTime<Utc>>,
-    /// The oldest `created_at` among unreplayed rows.
+    /// The oldest `created_at` among undrained rows.
     pub oldest_row: Option<DateTime<Utc>>,
     /// Segments that cannot be read: kept on disk, not drained, not counted above.
     pub unreadable_segments: u64,
@@ -112,7 +112,7 @@ pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     state: Mutex<State>,
-    /// Set when an append was refused for lack of room; cleared when a replayed segment frees
+    /// Set when an append was refused for lack of room; cleared when a drained segment frees
     /// space. Readiness and async admission read it.
     full: AtomicBool,
 }
@@ -132,7 +132,7 @@ impl Spool {
             let content = match read_segment(&path) {
                 Ok(content) => content,
                 Err(err @ ReadError::Unreadable { .. }) => {
-                    tracing::error!(error = %err, "a spool segment cannot be read: kept on disk, not replayed");
+                    tracing::error!(error = %err, "a spool segment cannot be read: kept on disk, not drained");
                     unreadable.push((path, err.to_string()));
                     continue;
                 }

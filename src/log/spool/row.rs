@@ -1,7 +1,7 @@
 //! The spool's own row type: what one prediction-log row looks like on disk.
 //!
 //! It is deliberately not [`PredictionRecord`]: the in-memory row changes with every new column,
-//! while a segment written by one build must be replayed by the next (an operator restarts after
+//! while a segment written by one build must be drained by the next (an operator restarts after
 //! an outage with a non-empty spool, and that is exactly when an upgrade is rolled out).
 //!
 //! # Rules for changing it (format version 1)
@@ -9,8 +9,8 @@
 //! Rows are JSON objects keyed by field name, so:
 //! - **Adding a column**: add a field here with `#[serde(default)]` (an `Option`, an empty list,
 //!   `[]`), fill it in [`SpoolRow::of`] and read it in [`SpoolRow::into_record`]. Segments written
-//!   before the field existed replay with the default. No version change.
-//!   `tests/api/spool_upgrade.rs` replays the committed fixtures written before later columns
+//!   before the field existed drain with the default. No version change.
+//!   `tests/api/spool_upgrade.rs` drains the committed fixtures written before later columns
 //!   existed, and `every_field_added_after_version_1_has_a_default` below fails for a new field
 //!   without a default.
 //! - **Renaming, removing or retyping a field** (or a new field that cannot have a default): bump
@@ -76,7 +76,7 @@ pub struct SpoolRow<'a> {
     /// `prediction_log.warnings`.
     #[serde(default = "no_warnings")]
     pub warnings: Cow<'a, serde_json::Value>,
-    /// (feature, reference bin) pairs: replay writes the drift counters with the rows.
+    /// (feature, reference bin) pairs: the drain writes the drift counters with the rows.
     #[serde(default)]
     pub drift_bins: Vec<(Cow<'a, str>, i32)>,
 }
