@@ -11,11 +11,12 @@ HOGS=${HOGS:-$(nproc)}
 OUT=target/test-stress
 mkdir -p "$OUT"
 
-runner=(cargo test --locked --all-targets --no-fail-fast)
-if cargo nextest --version >/dev/null 2>&1; then runner=(cargo nextest run --locked --all-targets --no-fail-fast); fi
+runner=(cargo test --locked --all-targets)
+if cargo nextest --version >/dev/null 2>&1; then runner=(cargo nextest run --locked --all-targets); fi
 
 # Build first, unloaded: the runs measure the tests, not the compiler.
 "${runner[@]}" --no-run >/dev/null 2>"$OUT/build.log" || { cat "$OUT/build.log" >&2; exit 1; }
+runner+=(--no-fail-fast)
 
 hogs=()
 stop_hogs() { for pid in "${hogs[@]}"; do kill "$pid" 2>/dev/null || true; done; }

@@ -10,14 +10,14 @@
 //! | [`config`] | the typed configuration (clap flags + env vars, documented defaults) |
 //! | [`auth`] | hashed API keys and their scopes, for mutations |
 //! | [`error`] | `AppError` and the stable GraphQL error codes |
-//! | [`model`] | input features and validation, artifacts + checksums, model cards, registry, training |
-//! | [`log`] | the request log: row type, SQL, the batching group-commit writer, shadow scoring |
+//! | [`model`] | the feature catalogue and validation, artifacts + checksums, model cards, registry, training |
+//! | [`log`] | the prediction log: row type, SQL, the writer (group commit, failover to the spool, drain), shadow scoring |
 //! | [`monitoring`] | outcomes, accuracy, drift statistics and reports, the evaluator and alerts |
 //! | [`replay`] | the `replay` tool: holdout houses (optionally shifted) through a running API |
 //! | [`service`] | `AppState` and the prediction use case shared by GraphQL and REST |
 //! | [`graphql`] | `build_schema`, query/subscription roots, types, error-code extension |
-//! | [`http`] | `app()`: the router (GraphQL, GraphiQL, `/ws`, health, metrics, REST compat route) |
-//! | [`db`] | pool, embedded migrations, migration check |
+//! | [`http`] | `app()`: the router, and one file per handler (GraphQL, `/ws`, REST compat route, health, metrics, pages) |
+//! | [`db`] | pool, embedded migrations, migration check, the classifier of database errors |
 //! | [`telemetry`] | tracing subscriber and Prometheus recorder |
 //!
 //! [`Application`] ties them together: `main`, the tests and the benchmarks all start the server
