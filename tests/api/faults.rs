@@ -268,7 +268,8 @@ async fn a_cut_link_under_load_keeps_answering_ok_spools_and_drains_every_row(po
     rig.app.wait_durable().await;
     assert_all_logged(&rig.direct, &load.ok).await;
     let metrics = rig.app.client.get(rig.app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for name in ["prediction_log_rows_spooled_total", "prediction_log_rows_drained_total", "prediction_log_spool_bytes"] {
+    for name in ["prediction_log_rows_spooled_total", "prediction_log_rows_drained_total", "prediction_log_spool_bytes"]
+    {
         assert!(metrics.contains(name), "{name} in /metrics");
     }
     // Renamed metrics keep their old names, with the same value, until they are removed.
