@@ -155,7 +155,8 @@ impl QueryRoot {
     }
 
     /// Accuracy of `model` (`name`, or `name@version` for one version) per time bucket over
-    /// `[from, to)` (default: the last 7 days), from predictions joined with recorded outcomes.
+    /// `[from, to)` (default: the last 7 days; hourly rollups, so `from` is rounded down to the
+    /// hour), from predictions joined with recorded outcomes.
     async fn performance(
         &self,
         ctx: &Context<'_>,
@@ -195,8 +196,9 @@ impl QueryRoot {
         .await
     }
 
-    /// Traffic per time bucket over `[from, to)` (default: the last 24 hours): requests by
-    /// outcome and error code, and latency percentiles — the numbers of `v_predictions_hourly`.
+    /// Traffic per time bucket over `[from, to)` (default: the last 24 hours; hourly rollups, so
+    /// `from` is rounded down to the hour): requests by outcome and error code, and latency
+    /// percentiles (from log-spaced histograms, within 2.2 %) — the numbers of `v_predictions_hourly`.
     /// `model` is `name` or `name@version`; without it, every model.
     async fn traffic(
         &self,

@@ -12,6 +12,7 @@ mod ops;
 mod predict;
 mod registry;
 mod rest;
+mod rollups;
 mod schema;
 mod spool_upgrade;
 mod subscription;
