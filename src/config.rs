@@ -60,6 +60,8 @@ pub mod defaults {
     /// req/s vs 12.0 k at 2, 11.7 k at 3: CPU is the limit, and more writers only make batches
     /// smaller); raise it when the database is remote and round trips dominate.
     pub const LOG_WRITER_CONCURRENCY: usize = 1;
+    /// Raw log rows are kept until an operator chooses a retention: dropping data is opt-in.
+    pub const LOG_RETENTION_DAYS: u32 = 0;
     /// Items in one `predictPrices` call.
     pub const MAX_BATCH_SIZE: usize = 100;
     /// `predictions(first:)` when not given.
@@ -302,6 +304,10 @@ pub struct LogWriterConfig {
     /// Batches being inserted at the same time.
     #[arg(long, env = "LOG_WRITER_CONCURRENCY", default_value_t = defaults::LOG_WRITER_CONCURRENCY)]
     pub log_writer_concurrency: usize,
+    /// Days of raw log rows kept: older daily partitions (and their outcomes) are dropped whole;
+    /// the hourly rollups keep the long history. 0 keeps every day.
+    #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = defaults::LOG_RETENTION_DAYS)]
+    pub log_retention_days: u32,
 }
 
 impl Default for LogWriterConfig {
@@ -316,6 +322,7 @@ impl Default for LogWriterConfig {
             log_batch_size: defaults::LOG_BATCH_SIZE,
             log_flush_interval_ms: defaults::LOG_FLUSH_INTERVAL_MS,
             log_writer_concurrency: defaults::LOG_WRITER_CONCURRENCY,
+            log_retention_days: defaults::LOG_RETENTION_DAYS,
         }
     }
 }

@@ -11,6 +11,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
 
+use super::partitions::KnownDays;
 use super::record::PredictionRecord;
 use super::store;
 use crate::db::DbFault;
@@ -48,6 +49,8 @@ impl InsertError {
 pub struct Connections {
     pool: PgPool,
     kept: std::sync::Mutex<Vec<PoolConnection<Postgres>>>,
+    /// Days whose `prediction_log` partition is known to exist.
+    days: KnownDays,
 }
 
 impl Connections {
@@ -59,7 +62,7 @@ impl Connections {
             .test_before_acquire(false)
             .acquire_timeout(acquire_timeout)
             .connect_lazy_with(service.connect_options().as_ref().clone());
-        Self { pool, kept: std::sync::Mutex::default() }
+        Self { pool, kept: std::sync::Mutex::default(), days: KnownDays::default() }
     }
 
     fn take_kept(&self) -> Option<PoolConnection<Postgres>> {
@@ -73,7 +76,7 @@ impl Connections {
     }
 
     /// Inserts the rows and their drift counters (one statement; `groups` as in
-    /// [`store::insert_batch`]) within `budget`. The first statement on a connection the server
+    /// [`store::insert_batch`]) within `budget`, after making sure their days have partitions. The first statement on a connection the server
     /// dropped (a restart, a killed backend) fails at once, and that connection is discarded: the
     /// statement is retried, at most once per pooled connection, so a database that is back
     /// answers the request even when every idle connection had died.
@@ -93,6 +96,7 @@ impl Connections {
                     Some(conn) => conn,
                     None => self.pool.acquire().await?,
                 };
+                self.days.ensure_for(&mut conn, rows).await?;
                 store::insert_batch(&mut conn, rows, groups).await?;
                 Ok::<_, sqlx::Error>(conn)
             };

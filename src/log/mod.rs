@@ -7,6 +7,7 @@ pub mod connections;
 pub mod drain;
 pub mod failover;
 pub mod group_commit;
+pub mod partitions;
 pub mod record;
 pub mod shadow;
 pub mod spool;

@@ -55,7 +55,7 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
              select {selected}
              from unnest({arrays}) as t({names})
              -- A retried batch whose first commit did succeed must not fail on its own rows.
-             on conflict (id) do nothing
+             on conflict (id, created_at) do nothing
              returning id
          )
          insert into drift_counts (hour, model_name, model_version, feature, bin, n)
@@ -159,12 +159,24 @@ pub async fn set_shadow_prices(
     Ok(result.rows_affected())
 }
 
-/// One row by id.
+/// One row by id. A UUIDv7 carries the time the row was made, a little after its `created_at`
+/// (the request's arrival): the lookup is limited to the day around it, so it reads only the
+/// partitions of that time; another id is looked up everywhere.
 #[tracing::instrument(name = "log.find", skip(pool))]
 pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<PredictionRecord>> {
     let mut query = QueryBuilder::<Postgres>::new(SELECT_COLUMNS.as_str());
     query.push(" where id = ").push_bind(id);
+    if let Some(made) = uuid_v7_time(id) {
+        query.push(" and created_at between ").push_bind(made - chrono::TimeDelta::days(1));
+        query.push(" and ").push_bind(made + chrono::TimeDelta::days(1));
+    }
     query.build_query_as().fetch_optional(pool).await
+}
+
+/// The time a UUIDv7 carries; `None` for other versions.
+fn uuid_v7_time(id: Uuid) -> Option<DateTime<Utc>> {
+    let (seconds, nanos) = id.get_timestamp()?.to_unix();
+    (id.get_version_num() == 7).then(|| DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)).flatten()
 }
 
 // Also the GraphQL input `PredictionFilter`: the doc comments are its schema descriptions.

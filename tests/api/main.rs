@@ -9,6 +9,7 @@ mod limits;
 mod models;
 mod monitoring;
 mod ops;
+mod partitions;
 mod predict;
 mod registry;
 mod rest;

@@ -31,7 +31,7 @@ fn close(a: f64, b: f64, relative: f64) -> bool {
 
 /// Compares every rollup table with the same figures computed from prediction_log and
 /// prediction_outcomes.
-async fn assert_rollups_match_the_raw_rows(pool: &PgPool) {
+pub(crate) async fn assert_rollups_match_the_raw_rows(pool: &PgPool) {
     let key = "hour, model_name, model_version, status, error_code, error_field";
     let rolled: Vec<Traffic> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {key}, requests, price_sum from traffic_hourly order by {key}"

@@ -42,17 +42,17 @@ async fn every_type_and_field_of_ours_has_a_description() {
 }
 
 /// Analysts read the documentation in their SQL client: every table, view and table column of ours
-/// has a catalog comment (`\d+` in psql).
+/// has a catalog comment (`\d+` in psql). A partitioned table is documented once, on its parent.
 #[sqlx::test]
 async fn every_table_view_and_column_has_a_catalog_comment(pool: sqlx::PgPool) {
     let missing: Vec<String> = sqlx::query_scalar(
         "select c.relname from pg_class c
-          where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'v')
+          where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v') and not c.relispartition
             and c.relname <> '_sqlx_migrations' and obj_description(c.oid, 'pg_class') is null
          union all
          select c.relname || '.' || a.attname from pg_class c join pg_attribute a on a.attrelid = c.oid
-          where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' and c.relname <> '_sqlx_migrations'
-            and a.attnum > 0 and not a.attisdropped and col_description(c.oid, a.attnum) is null
+          where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p') and not c.relispartition
+            and c.relname <> '_sqlx_migrations' and a.attnum > 0 and not a.attisdropped and col_description(c.oid, a.attnum) is null
          order by 1",
     )
     .fetch_all(&pool)

@@ -1,0 +1,128 @@
+//! The daily partitions of `prediction_log`: created ahead of time, created on demand for a
+//! row whose day has none (an old row drained from the spool, a clock far ahead), and dropped
+//! whole past `LOG_RETENTION_DAYS`. The SQL functions are in
+//! `migrations/20261203020000_partitioned_log.sql`.
+//!
+//! Every replica runs the maintenance, and every step is idempotent (create if missing, drop if
+//! present), so two replicas doing it at once only repeat each other.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use super::record::PredictionRecord;
+
+/// Days created ahead of today: a week of margin if maintenance stops running.
+pub const DAYS_AHEAD: i64 = 7;
+/// How often maintenance runs.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The days known to have a partition (so the writer asks PostgreSQL only for new days).
+#[derive(Default)]
+pub struct KnownDays {
+    days: std::sync::Mutex<HashSet<NaiveDate>>,
+}
+
+impl KnownDays {
+    /// Makes sure every row's day has a partition, on the connection about to insert them.
+    pub async fn ensure_for(&self, conn: &mut PgConnection, rows: &[&PredictionRecord]) -> sqlx::Result<()> {
+        let missing: Vec<NaiveDate> = {
+            let known = self.days.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut missing: Vec<NaiveDate> =
+                rows.iter().map(|r| r.created_at.date_naive()).filter(|d| !known.contains(d)).collect();
+            missing.sort_unstable();
+            missing.dedup();
+            missing
+        };
+        for day in missing {
+            ensure(conn, day).await?;
+            self.days.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(day);
+        }
+        Ok(())
+    }
+}
+
+/// Creates the partition of `day` (UTC) unless it exists.
+pub async fn ensure(conn: &mut PgConnection, day: NaiveDate) -> sqlx::Result<()> {
+    sqlx::query("select ensure_prediction_log_partition($1)").bind(day).execute(conn).await?;
+    Ok(())
+}
+
+/// The UTC days that have a partition, oldest first.
+pub async fn days(pool: &PgPool) -> sqlx::Result<Vec<NaiveDate>> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "select c.relname::text from pg_inherits i join pg_class c on c.oid = i.inhrelid
+          where i.inhparent = 'prediction_log'::regclass order by 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(names
+        .iter()
+        .filter_map(|n| NaiveDate::parse_from_str(n.strip_prefix("prediction_log_p")?, "%Y%m%d").ok())
+        .collect())
+}
+
+/// Drops the partition of `day` and the outcomes of its predictions, in one transaction. The
+/// rollups keep their counts and sums (the outcome trigger is told it is retention).
+pub async fn drop_day(pool: &PgPool, day: NaiveDate) -> sqlx::Result<()> {
+    let start = day.and_time(chrono::NaiveTime::MIN).and_utc();
+    let mut tx = pool.begin().await?;
+    sqlx::query("set local house_price.retention = 'on'").execute(&mut *tx).await?;
+    sqlx::query("delete from prediction_outcomes where prediction_created_at >= $1 and prediction_created_at < $2")
+        .bind(start)
+        .bind(start + TimeDelta::days(1))
+        .execute(&mut *tx)
+        .await?;
+    let name: String =
+        sqlx::query_scalar("select prediction_log_partition_name($1)").bind(day).fetch_one(&mut *tx).await?;
+    let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null").bind(&name).fetch_one(&mut *tx).await?;
+    if exists {
+        // Detached first: the outcomes' foreign key refers to the partitioned table, and is
+        // checked (no outcome is left for the day) as the partition leaves it. The name comes from
+        // the SQL function (digits only), never from a client.
+        sqlx::query(sqlx::AssertSqlSafe(format!("alter table prediction_log detach partition \"{name}\"")))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("drop table \"{name}\""))).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+/// One maintenance pass at `now`: partitions from yesterday to [`DAYS_AHEAD`] days ahead, and with
+/// a retention, the days older than it dropped. Returns the days dropped.
+pub async fn maintain(pool: &PgPool, now: DateTime<Utc>, retention_days: u32) -> sqlx::Result<Vec<NaiveDate>> {
+    let today = now.date_naive();
+    let mut conn = pool.acquire().await?;
+    for offset in -1..=DAYS_AHEAD {
+        ensure(&mut conn, today + TimeDelta::days(offset)).await?;
+    }
+    drop(conn);
+    let mut dropped = Vec::new();
+    if retention_days > 0 {
+        let oldest_kept = today - TimeDelta::days(i64::from(retention_days) - 1);
+        for day in days(pool).await?.into_iter().filter(|d| *d < oldest_kept) {
+            drop_day(pool, day).await?;
+            tracing::info!(%day, "prediction_log partition dropped (LOG_RETENTION_DAYS)");
+            dropped.push(day);
+        }
+    }
+    Ok(dropped)
+}
+
+/// Runs [`maintain`] now and every hour until `stop`.
+pub fn spawn_maintenance(pool: PgPool, retention_days: u32, stop: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(err) = maintain(&pool, Utc::now(), retention_days).await {
+                tracing::error!(error = %err, "prediction_log partition maintenance failed; retrying in an hour");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    });
+}
