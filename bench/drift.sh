@@ -26,6 +26,8 @@ wait_ready "$PORT"
 
 echo "== seeding $ROWS predictions of gradient-boosting@1.0.0 over the last 24 h"
 time psql "$URL" -q -v ON_ERROR_STOP=1 -v rows="$ROWS" <<'SQL'
+-- The daily partitions the rows fall in (the server makes them too, but maybe not yet).
+select ensure_prediction_log_partition(((now() - d * interval '1 day') at time zone 'UTC')::date) from generate_series(0, 1) d;
 insert into prediction_log (id, request_id, created_at, route, status, square_feet, bedrooms, bathrooms,
                             raw_input, price, model_name, model_version, latency_us, features)
 select gen_random_uuid(), 'bench-' || g, now() - random() * interval '24 hours', 'graphql', 'ok',
