@@ -86,8 +86,11 @@ impl Application {
         let _ = telemetry::metrics_handle();
         telemetry::warn_deprecated_metrics();
         let models = Arc::new(models);
+        // The writer and the shadow scorer write with their own budgets; every other statement
+        // (the API's reads above all) is cancelled by PostgreSQL past the request timeout.
         let shadow = config.shadow_model.is_some().then(|| ShadowScorer::spawn(pool.clone(), models.clone()));
         let log = LogWriter::spawn(pool.clone(), &config.log, shadow)?;
+        let pool = db::with_statement_timeout(&pool, config.limits.request_timeout());
         model::events::record(&pool, "loaded", "startup", None, &set, &set.ids(), &[], None).await;
         // Not fatal: without it only the SQL drift view lacks this version (readiness reports an
         // unmigrated database).

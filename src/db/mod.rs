@@ -26,6 +26,24 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
         .context("cannot connect to PostgreSQL; check DATABASE_URL and that the server runs (`make db` sets it up)")
 }
 
+/// A pool like `pool` (same size, same server) whose every statement is cancelled by PostgreSQL
+/// after `timeout`: the service's reads cannot outlive the request that asked for them, even when
+/// the request itself is abandoned (sqlx does not cancel a query whose future is dropped). The
+/// log writer does not use it (a commit outliving its request still lands: inserts are
+/// idempotent), nor do migrations (converting a large log takes as long as it takes).
+pub fn with_statement_timeout(pool: &PgPool, timeout: Duration) -> PgPool {
+    let options = pool.options();
+    let connect = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("statement_timeout", format!("{}ms", timeout.as_millis().max(1)))]);
+    PgPoolOptions::new()
+        .max_connections(options.get_max_connections())
+        .acquire_timeout(options.get_acquire_timeout())
+        .connect_lazy_with(connect)
+}
+
 /// Applies pending migrations.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("migrating the database failed")

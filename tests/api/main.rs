@@ -1,6 +1,7 @@
 //! API tests: the real server on 127.0.0.1:0, a fresh PostgreSQL database per test.
 //! One binary (faster to link than one per file); set TEST_LOG=1 to see the service's logs.
 
+mod bounds;
 mod common;
 mod durability;
 mod faults;
