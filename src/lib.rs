@@ -135,7 +135,7 @@ impl Application {
             alerts: state.alerts.clone(),
             shutdown: state.shutdown.clone(),
         };
-        log::partitions::spawn_maintenance(state.pool.clone(), config.log.log_retention_days, state.shutdown.clone());
+        log::partitions::spawn_maintenance(&state.pool, config.log.log_retention_days, state.shutdown.clone());
         monitoring::evaluator::spawn(
             evaluator,
             std::time::Duration::from_millis(config.monitor_interval_ms),

@@ -1,7 +1,8 @@
 //! PostgreSQL: the pool and the embedded migrations ([`errors`] classifies what a failed
-//! statement means).
+//! statement means, [`lease`] runs a job in one replica at a time).
 
 pub mod errors;
+pub mod lease;
 
 pub use errors::DbFault;
 

@@ -3,8 +3,8 @@
 //! whole past `LOG_RETENTION_DAYS`. The SQL functions are in
 //! `migrations/20261203020000_partitioned_log.sql`.
 //!
-//! Every replica runs the maintenance, and every step is idempotent (create if missing, drop if
-//! present), so two replicas doing it at once only repeat each other.
+//! One replica at a time runs the maintenance (a lease), and every step is idempotent (create if
+//! missing, drop if present), so a moment of two holders only repeats itself.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -112,16 +112,21 @@ pub async fn maintain(pool: &PgPool, now: DateTime<Utc>, retention_days: u32) ->
     Ok(dropped)
 }
 
-/// Runs [`maintain`] now and every hour until `stop`.
-pub fn spawn_maintenance(pool: PgPool, retention_days: u32, stop: CancellationToken) {
-    tokio::spawn(async move {
-        loop {
-            if let Err(err) = maintain(&pool, Utc::now(), retention_days).await {
-                tracing::error!(error = %err, "prediction_log partition maintenance failed; retrying in an hour");
-            }
-            tokio::select! {
-                () = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
-                () = stop.cancelled() => return,
+/// Runs [`maintain`] now and every hour until `stop`, in one replica at a time (the
+/// `partition-maintenance` lease; every step is idempotent, so a moment of two holders is harmless).
+pub fn spawn_maintenance(pool: &PgPool, retention_days: u32, stop: CancellationToken) {
+    let jobs = pool.clone();
+    crate::db::lease::run_exclusively(pool, "partition-maintenance", stop, move |running| {
+        let pool = jobs.clone();
+        async move {
+            loop {
+                if let Err(err) = maintain(&pool, Utc::now(), retention_days).await {
+                    tracing::error!(error = %err, "prediction_log partition maintenance failed; retrying in an hour");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
+                    () = running.cancelled() => return,
+                }
             }
         }
     });

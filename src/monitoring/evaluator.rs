@@ -58,24 +58,40 @@ pub struct Evaluator {
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
-/// Starts the evaluator unless `interval` is zero. Stops with the server.
+/// Runs the evaluator every `interval` over the last `window`, in one replica at a time (the
+/// `evaluator` lease: another replica takes over within seconds when the holder dies). Reports
+/// are keyed by their tick (`interval`-aligned time), so a moment of two holders writes each
+/// report, and publishes each alert, once.
 pub fn spawn(state: Evaluator, interval: Duration, window: TimeDelta) {
     if interval.is_zero() {
         tracing::info!("monitoring evaluator is off (MONITOR_INTERVAL_MS=0)");
         return;
     }
-    tokio::spawn(async move {
-        let mut previous: HashMap<(String, String, String), DriftStatus> = HashMap::new();
-        let mut ticks = tokio::time::interval(interval);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {
-                    evaluate(&state, window, &mut previous).await;
+    let pool = state.pool.clone();
+    let stop = state.shutdown.clone();
+    crate::db::lease::run_exclusively(&pool, "evaluator", stop, move |running| {
+        let state = state.clone();
+        async move {
+            let mut previous: HashMap<(String, String, String), DriftStatus> = HashMap::new();
+            let mut ticks = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {
+                        evaluate(&state, window, tick_of(Utc::now(), interval), &mut previous).await;
+                    }
+                    () = running.cancelled() => return,
                 }
-                () = state.shutdown.cancelled() => return,
             }
         }
     });
+}
+
+/// `now` rounded down to a multiple of `interval` since the epoch: every replica computes the
+/// same tick for the same evaluation period.
+pub fn tick_of(now: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
+    let step = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX).max(1);
+    let micros = now.timestamp_micros();
+    DateTime::from_timestamp_micros(micros - micros.rem_euclid(step)).unwrap_or(now)
 }
 
 /// One evaluation of every loaded model version; returns the alerts it raised. A model whose
@@ -83,13 +99,14 @@ pub fn spawn(state: Evaluator, interval: Duration, window: TimeDelta) {
 pub async fn evaluate(
     state: &Evaluator,
     window: TimeDelta,
+    tick: DateTime<Utc>,
     previous: &mut HashMap<(String, String, String), DriftStatus>,
 ) -> Vec<DriftAlert> {
     let to = Utc::now();
     let from = to - window;
     let mut alerts = Vec::new();
     for model in state.models.snapshot().models() {
-        match evaluate_model(state, model, from, to, previous).await {
+        match evaluate_model(state, model, from, to, tick, previous).await {
             Ok(raised) => alerts.extend(raised),
             Err(err) => {
                 tracing::warn!(model = %model.id(), error = %format!("{err:#}"), "monitoring evaluation failed");
@@ -104,6 +121,7 @@ async fn evaluate_model(
     model: &LoadedModel,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    tick: DateTime<Utc>,
     previous: &mut HashMap<(String, String, String), DriftStatus>,
 ) -> anyhow::Result<Vec<DriftAlert>> {
     let mut alerts = Vec::new();
@@ -114,7 +132,10 @@ async fn evaluate_model(
     let accuracy =
         performance::buckets(&state.pool, &model.card.name, Some(&model.card.version), from, to, Bucket::Day).await?;
     let worst = report.status.max(report.prediction.status);
-    reports::insert(&state.pool, &report, worst, &accuracy).await?;
+    if !reports::insert(&state.pool, &report, worst, &accuracy, tick).await? {
+        // Another holder of the lease already reported this tick (and alerted).
+        return Ok(alerts);
+    }
     for f in report.features.iter().chain(std::iter::once(&report.prediction)) {
         let labels = [
             ("model", report.model_name.clone()),

@@ -29,17 +29,21 @@ pub struct MonitoringReport {
     pub drifting: Vec<String>,
 }
 
-/// Stores one evaluation; `status` is the worst over the features and the prediction.
+/// Stores one evaluation of `tick` (its interval-aligned time); `status` is the worst over the
+/// features and the prediction. False if that tick's report was already stored (by another
+/// holder of the evaluator lease): the write is idempotent per tick.
 #[tracing::instrument(name = "reports.insert", skip_all, fields(model = %report.model_name))]
 pub async fn insert(
     pool: &PgPool,
     report: &DriftReport,
     status: DriftStatus,
     accuracy: &[PerformanceBucket],
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "insert into monitoring_reports (model_name, model_version, window_from, window_to, status, report)
-         values ($1, $2, $3, $4, $5, $6)",
+    tick: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "insert into monitoring_reports (model_name, model_version, window_from, window_to, status, report, tick)
+         values ($1, $2, $3, $4, $5, $6, $7)
+         on conflict (model_name, model_version, tick) do nothing",
     )
     .bind(&report.model_name)
     .bind(&report.model_version)
@@ -47,9 +51,10 @@ pub async fn insert(
     .bind(report.to)
     .bind(status.as_str())
     .bind(serde_json::json!({ "drift": report, "performance": accuracy }))
+    .bind(tick)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// A `monitoring_reports` row as [`alerts`] selects it.

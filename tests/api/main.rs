@@ -13,6 +13,7 @@ mod ops;
 mod partitions;
 mod predict;
 mod registry;
+mod replicas;
 mod rest;
 mod rollups;
 mod schema;
