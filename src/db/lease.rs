@@ -44,8 +44,8 @@ where
                     continue;
                 }
             };
-            let held = hold(&mut conn, name, &stop, &job, &mut announced_wait).await;
-            if held {
+            let usable = hold(&mut conn, name, &stop, &job, &mut announced_wait).await;
+            if usable {
                 let _ = conn.close().await;
             }
         }

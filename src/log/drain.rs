@@ -100,7 +100,7 @@ impl Drain {
                     continue;
                 }
                 Ok(Err(err)) => return Err(InsertError::Spool(err.to_string())),
-                Err(err) => return Err(InsertError::Spool(err.to_string())),
+                Err(join) => return Err(InsertError::Spool(join.to_string())),
             };
             for (rows, groups) in chunks(content.batches, CHUNK_ROWS) {
                 written += rows.len();

@@ -76,7 +76,7 @@ pub struct GroupCommit {
 }
 
 /// What [`next_batch`] saw besides the batch.
-#[derive(Debug, PartialEq)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 enum Collected {
     /// Jobs to write.
     Batch(Vec<Job>),
@@ -86,12 +86,14 @@ enum Collected {
     Closed,
 }
 
+#[cfg(test)]
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job").field("rows", &self.records.len()).finish_non_exhaustive()
     }
 }
 
+#[cfg(test)]
 impl PartialEq for Job {
     fn eq(&self, other: &Self) -> bool {
         self.records == other.records
