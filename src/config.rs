@@ -70,6 +70,10 @@ pub mod defaults {
     pub const MAX_PAGE_SIZE: usize = 100;
     /// The evaluator runs every 5 minutes: drift moves over hours, and a run costs a few queries.
     pub const MONITOR_INTERVAL_MS: u64 = 300_000;
+    /// How often each replica reads new log rows and alerts for its subscribers: the latency of
+    /// `predictionLogged` and `driftAlert` (one indexed query per feed and period; with no
+    /// subscriber, a one-line query).
+    pub const EVENT_POLL_MS: u64 = 200;
     /// A day of traffic: enough values per feature for stable PSI, recent enough to react.
     pub const MONITOR_WINDOW_HOURS: u32 = 24;
     /// Request bodies above this are refused (413) before parsing.
@@ -232,6 +236,10 @@ pub struct AppConfig {
     #[arg(long, env = "MONITOR_WINDOW_HOURS", default_value_t = defaults::MONITOR_WINDOW_HOURS,
           value_parser = clap::value_parser!(u32).range(1..=8784))]
     pub monitor_window_hours: u32,
+    /// Milliseconds between two reads of new log rows and alerts for subscribers (1 to 60000).
+    #[arg(long, env = "EVENT_POLL_MS", default_value_t = defaults::EVENT_POLL_MS,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub event_poll_ms: u64,
     /// Origins allowed to call the API from a browser (comma-separated, `*` for any). Empty: no CORS headers.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
     pub cors_allowed_origins: Vec<String>,
@@ -244,6 +252,11 @@ pub struct AppConfig {
 }
 
 impl AppConfig {
+    /// [`Self::event_poll_ms`] as a duration.
+    pub fn event_poll(&self) -> Duration {
+        Duration::from_millis(self.event_poll_ms.max(1))
+    }
+
     /// Defaults with another model directory (tests point it at the crate's `models/`).
     pub fn with_model_dir(model_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -254,6 +267,7 @@ impl AppConfig {
             max_body_bytes: defaults::MAX_BODY_BYTES,
             monitor_interval_ms: defaults::MONITOR_INTERVAL_MS,
             monitor_window_hours: defaults::MONITOR_WINDOW_HOURS,
+            event_poll_ms: defaults::EVENT_POLL_MS,
             cors_allowed_origins: Vec::new(),
             log: LogWriterConfig::default(),
             limits: LimitsConfig::default(),

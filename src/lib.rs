@@ -98,14 +98,21 @@ impl Application {
             tracing::error!(error = %err, "cannot store the models' reference distributions");
         }
         let schema = build_schema(&config.limits);
+        let shutdown = CancellationToken::new();
+        let poll = config.event_poll();
+        let events =
+            db::feed::Feed::spawn("predictions", log::events::LoggedRows, pool.clone(), poll, shutdown.clone());
+        let alerts =
+            db::feed::Feed::spawn("alerts", monitoring::alerts::RaisedAlerts, pool.clone(), poll, shutdown.clone());
         let state = AppState::new(AppParts {
             pool,
             models,
             log,
             config: Arc::new(config),
             api_keys: Arc::new(api_keys),
-            shutdown: CancellationToken::new(),
-            alerts: monitoring::evaluator::alert_channel(),
+            shutdown,
+            events,
+            alerts,
             reloads: Arc::default(),
         });
         Ok(Self { listener, state, schema })
@@ -132,7 +139,6 @@ impl Application {
         let evaluator = monitoring::evaluator::Evaluator {
             pool: state.pool.clone(),
             models: state.models.clone(),
-            alerts: state.alerts.clone(),
             shutdown: state.shutdown.clone(),
         };
         log::partitions::spawn_maintenance(&state.pool, config.log.log_retention_days, state.shutdown.clone());

@@ -53,8 +53,10 @@ pub struct AppParts {
     pub api_keys: Arc<ApiKeys>,
     /// Cancelled when the server starts shutting down (ends subscriptions).
     pub shutdown: CancellationToken,
-    /// Drift alerts from the evaluator (for the `driftAlert` subscription).
-    pub alerts: tokio::sync::broadcast::Sender<crate::monitoring::evaluator::DriftAlert>,
+    /// Committed log rows of every replica, read from PostgreSQL (`predictionLogged`).
+    pub events: Arc<crate::log::events::PredictionFeed>,
+    /// Drift alerts raised by the evaluator of any replica (`driftAlert`).
+    pub alerts: Arc<crate::monitoring::alerts::AlertFeed>,
     /// Held for the whole of a model reload (see [`AppState::reload_models`]).
     pub reloads: Arc<tokio::sync::Mutex<()>>,
 }

@@ -1,7 +1,9 @@
 //! PostgreSQL: the pool and the embedded migrations ([`errors`] classifies what a failed
-//! statement means, [`lease`] runs a job in one replica at a time).
+//! statement means, [`lease`] runs a job in one replica at a time, [`feed`] turns a table's new
+//! rows into events for every replica).
 
 pub mod errors;
+pub mod feed;
 pub mod lease;
 
 pub use errors::DbFault;

@@ -1,13 +1,13 @@
-//! Subscription root: committed log rows, pushed over `/ws`.
+//! Subscription root: committed log rows and drift alerts of every replica, pushed over `/ws`.
 
-use async_graphql::{Context, ErrorExtensions, Subscription};
+use async_graphql::{Context, ErrorExtensions, ID, Subscription};
 use futures_util::{Stream, StreamExt};
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use uuid::Uuid;
 
 use super::context::data;
-use crate::log::{PredictionRecord, PredictionStatus};
-use crate::monitoring::evaluator::DriftAlert;
+use crate::error::AppError;
+use crate::log::{PredictionRecord, PredictionStatus, store};
+use crate::monitoring::alerts::DriftAlert;
 use crate::service::AppState;
 
 /// The subscription root (`Subscription` in the schema).
@@ -16,37 +16,45 @@ pub struct SubscriptionRoot;
 /// Live events over `/ws` (graphql-transport-ws or the legacy graphql-ws protocol).
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
-    /// Every prediction-log row, pushed after its batch has committed (optionally only one status).
-    /// A subscriber that falls more than 4,096 rows behind skips ahead (the skipped rows are in the log).
+    /// Every prediction-log row, from every replica, once its transaction has committed,
+    /// in commit order (optionally only one status); a row spooled during a database outage comes
+    /// when it reaches PostgreSQL. Rows arrive within about `EVENT_POLL_MS` (200 ms).
+    /// `after`: the id of the last row a client received; the rows committed after it are sent
+    /// first, so a client that reconnects (to any replica) resumes without a gap.
     async fn prediction_logged(
         &self,
         ctx: &Context<'_>,
         status: Option<PredictionStatus>,
+        after: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = PredictionRecord> + use<>> {
         let state = data::<AppState>(ctx).map_err(|e| e.extend())?;
+        let after = match after {
+            None => None,
+            Some(id) => {
+                let id: Uuid = id.parse().map_err(|_| AppError::invalid("after", "is not a prediction id").extend())?;
+                let position = store::position_of(&state.pool, id).await.map_err(|e| AppError::from(e).extend())?;
+                Some(position.ok_or_else(|| {
+                    AppError::invalid(
+                        "after",
+                        "no logged prediction has this id (or it is older than the log's retention)",
+                    )
+                    .extend()
+                })?)
+            }
+        };
         let shutdown = state.shutdown.clone().cancelled_owned();
-        let stream = BroadcastStream::new(state.log.subscribe())
-            .filter_map(move |event| async move {
-                match event {
-                    Ok(record) if status.is_none_or(|s| s == record.status) => Some(PredictionRecord::clone(&record)),
-                    Ok(_) => None,
-                    Err(BroadcastStreamRecvError::Lagged(n)) => {
-                        tracing::warn!(skipped = n, "predictionLogged subscriber lagged");
-                        None
-                    }
-                }
-            })
-            .take_until(shutdown);
-        Ok(stream)
+        Ok(state
+            .events
+            .subscribe(after)
+            .filter(move |record| std::future::ready(status.is_none_or(|s| s == record.status)))
+            .take_until(shutdown))
     }
 
-    /// Drift alerts: a feature of a model version whose status changed to WARN or DRIFT at an
-    /// evaluator run (every `MONITOR_INTERVAL_MS`).
+    /// Drift alerts, from whichever replica's evaluator raised them: a feature of a model version
+    /// whose status changed to WARN or DRIFT at an evaluator run (every `MONITOR_INTERVAL_MS`).
     async fn drift_alert(&self, ctx: &Context<'_>) -> async_graphql::Result<impl Stream<Item = DriftAlert> + use<>> {
         let state = data::<AppState>(ctx).map_err(|e| e.extend())?;
         let shutdown = state.shutdown.clone().cancelled_owned();
-        Ok(BroadcastStream::new(state.alerts.subscribe())
-            .filter_map(|event| async move { event.ok() })
-            .take_until(shutdown))
+        Ok(state.alerts.subscribe(None).take_until(shutdown))
     }
 }

@@ -1,7 +1,6 @@
 //! The spool drain: writes spooled rows into PostgreSQL, oldest segment first, through the same
 //! insert as direct writes (rows and drift counters in one statement, idempotent on the row id),
-//! publishes them once they are in PostgreSQL, and deletes a segment once all its rows are
-//! committed. It backs off while the database stays away, and clears the failover's `spooling`
+//! and deletes a segment once all its rows are committed. It backs off while the database stays away, and clears the failover's `spooling`
 //! once the spool is empty.
 
 use std::sync::Arc;
@@ -9,7 +8,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::committed::Committed;
 use super::connections::{Connections, InsertError};
 use super::failover::Failover;
 use super::record::PredictionRecord;
@@ -28,8 +26,6 @@ pub struct Drain {
     pub conns: Arc<Connections>,
     /// The spool and the spooling state.
     pub failover: Arc<Failover>,
-    /// Where drained rows are published.
-    pub committed: Arc<Committed>,
     /// Cancelled at shutdown: what is still spooled is drained at the next start.
     pub stop: CancellationToken,
     /// Longest one statement may take.
@@ -147,7 +143,6 @@ impl Drain {
         // Deprecated name of the counter above (see telemetry::DEPRECATED_METRICS).
         metrics::counter!("prediction_log_rows_replayed_total").increment(n);
         metrics::counter!("prediction_log_rows_written_total").increment(n);
-        self.committed.publish(rows);
         Ok(())
     }
 }

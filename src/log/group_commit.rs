@@ -310,7 +310,7 @@ impl GroupCommit {
         metrics::counter!("prediction_log_rows_written_total").increment(job.records.len() as u64);
         let records = std::mem::take(&mut job.records);
         job.answer(Ok(()));
-        self.committed.written(records);
+        self.committed.written(&records);
     }
 }
 

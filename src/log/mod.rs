@@ -5,6 +5,7 @@
 pub mod committed;
 pub mod connections;
 pub mod drain;
+pub mod events;
 pub mod failover;
 pub mod group_commit;
 pub mod partitions;

@@ -181,7 +181,7 @@ inserted_columns! {
 /// Columns of `prediction_log` written by other statements or by the database itself; with
 /// [`INSERTED_COLUMNS`], every column of the table.
 pub const OTHER_COLUMNS: &[&str] =
-    &["logged_at", "shadow_price", "shadow_model_name", "shadow_model_version", "shadow_scored_at"];
+    &["logged_at", "logged_xid", "shadow_price", "shadow_model_name", "shadow_model_version", "shadow_scored_at"];
 
 /// Columns the history reads ([`PredictionRecord`]'s `FromRow`): the inserted ones and the shadow price.
 pub const SELECTED_SHADOW_COLUMNS: &[&str] = &["shadow_price", "shadow_model_name", "shadow_model_version"];

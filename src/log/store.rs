@@ -11,6 +11,7 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::record::{INSERTED_COLUMNS, PredictionRecord, PredictionStatus, SELECTED_SHADOW_COLUMNS, bind_inserted};
+use crate::db::feed::Position;
 use crate::error::AppError;
 
 /// Inserts all rows and adds their drift bins to the hourly `drift_counts`, in one statement
@@ -128,12 +129,15 @@ impl<'a> DriftIncrements<'a> {
     }
 }
 
-/// `select <every column PredictionRecord reads> from prediction_log`, from the same column list.
-static SELECT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+/// `select <every column PredictionRecord reads>`, from the same column list.
+static SELECTED: LazyLock<String> = LazyLock::new(|| {
     let columns: Vec<&str> =
         INSERTED_COLUMNS.iter().map(|c| c.name).chain(SELECTED_SHADOW_COLUMNS.iter().copied()).collect();
-    format!("select {} from prediction_log", columns.join(", "))
+    format!("select {}", columns.join(", "))
 });
+
+/// `select <every column PredictionRecord reads> from prediction_log`.
+static SELECT_COLUMNS: LazyLock<String> = LazyLock::new(|| format!("{} from prediction_log", SELECTED.as_str()));
 
 /// Records shadow prices for committed rows (one statement per batch).
 #[tracing::instrument(name = "log.set_shadow_prices", skip_all, fields(rows = ids.len()))]
@@ -171,6 +175,44 @@ pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<PredictionReco
         query.push(" and ").push_bind(made + chrono::TimeDelta::days(1));
     }
     query.build_query_as().fetch_optional(pool).await
+}
+
+/// The rows of the `predictionLogged` feed: positioned after `after` and written by
+/// transactions below `horizon`, in position order (the index on (logged_xid, id)).
+#[tracing::instrument(name = "log.events_page", skip(conn))]
+pub async fn events_page(
+    conn: &mut PgConnection,
+    after: Position,
+    horizon: i64,
+    limit: usize,
+) -> sqlx::Result<Vec<(Position, PredictionRecord)>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        logged_xid: i64,
+        #[sqlx(flatten)]
+        record: PredictionRecord,
+    }
+    let mut query = QueryBuilder::<Postgres>::new(SELECTED.as_str());
+    query.push(", logged_xid::text::int8 as logged_xid from prediction_log where (logged_xid, id) > (");
+    query.push_bind(after.xid).push("::int8::text::xid8, ").push_bind(after.id);
+    query.push(") and logged_xid < ").push_bind(horizon).push("::int8::text::xid8");
+    query.push(" order by logged_xid, id limit ").push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    let rows: Vec<Row> = query.build_query_as().fetch_all(conn).await?;
+    Ok(rows.into_iter().map(|r| (Position { xid: r.logged_xid, id: r.record.id }, r.record)).collect())
+}
+
+/// The feed position of the row `id` (to resume `predictionLogged` after it); `None` if there is
+/// no such row, or it was written before rows had positions.
+#[tracing::instrument(name = "log.position_of", skip(pool))]
+pub async fn position_of(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Position>> {
+    let mut query = QueryBuilder::<Postgres>::new("select logged_xid::text::int8 from prediction_log where id = ");
+    query.push_bind(id);
+    if let Some(made) = uuid_v7_time(id) {
+        query.push(" and created_at between ").push_bind(made - chrono::TimeDelta::days(1));
+        query.push(" and ").push_bind(made + chrono::TimeDelta::days(1));
+    }
+    let xid: Option<Option<i64>> = query.build_query_scalar().fetch_optional(pool).await?;
+    Ok(xid.flatten().map(|xid| Position { xid, id }))
 }
 
 /// The time a UUIDv7 carries; `None` for other versions.

@@ -10,7 +10,7 @@
 //! The jobs, one per file: [`super::group_commit`] (queue → batch → commit),
 //! [`super::failover`] (to the spool when PostgreSQL does not take a batch in time),
 //! [`super::drain`] (spool → PostgreSQL), [`super::connections`] (the writer's own connections
-//! and the insert), [`super::committed`] (subscribers and shadow scoring).
+//! and the insert), [`super::committed`] (shadow scoring).
 //!
 //! In async mode the writer, its drain and its connections run on a runtime thread of their own
 //! (`log-writer`): requests that do not wait for commits can keep the request workers saturated,
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
-use tokio::sync::{Mutex, Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -103,7 +103,6 @@ pub struct LogWriter {
 struct Inner {
     tx: mpsc::UnboundedSender<Job>,
     mode: LogMode,
-    committed: Arc<Committed>,
     failover: Option<Arc<Failover>>,
     conns: Arc<Connections>,
     stop: CancellationToken,
@@ -157,10 +156,9 @@ impl LogWriter {
             let _writer_runtime = runtime.enter();
             Arc::new(Connections::new(&pool, concurrency, INSERT_TIMEOUT))
         };
-        let committed = Arc::new(Committed::new(shadow));
         let group_commit = Arc::new(GroupCommit {
             conns: conns.clone(),
-            committed: committed.clone(),
+            committed: Arc::new(Committed::new(shadow)),
             failover: failover.clone(),
             stop: stop.clone(),
             batch_size: config.log_batch_size.max(1),
@@ -173,21 +171,13 @@ impl LogWriter {
         let task = runtime.spawn(group_commit.run(rx, Arc::new(Semaphore::new(concurrency))));
         let drain = failover.clone().map(|failover| {
             runtime.spawn(
-                Drain {
-                    conns: conns.clone(),
-                    failover,
-                    committed: committed.clone(),
-                    stop: stop.clone(),
-                    insert_timeout: INSERT_TIMEOUT,
-                }
-                .run(),
+                Drain { conns: conns.clone(), failover, stop: stop.clone(), insert_timeout: INSERT_TIMEOUT }.run(),
             )
         });
         Ok(Self {
             inner: Arc::new(Inner {
                 tx,
                 mode: config.log_mode,
-                committed,
                 failover,
                 conns,
                 stop,
@@ -255,12 +245,6 @@ impl LogWriter {
                 inner.tx.send(job).map_err(|_| LogError::Stopped)
             }
         }
-    }
-
-    /// Committed rows, as they commit (for the `predictionLogged` subscription). A spooled row is
-    /// published when the drain writes it to PostgreSQL.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<PredictionRecord>> {
-        self.inner.committed.subscribe()
     }
 
     /// Stops accepting rows, writes everything still queued, and waits for the task to end.

@@ -46,6 +46,16 @@ impl DriftStatus {
         }
     }
 
+    /// A stored status ([`Self::as_str`]). The tables' check constraints admit only those three;
+    /// anything else reads as the most severe, never as OK.
+    pub fn parse(stored: &str) -> Self {
+        match stored {
+            "OK" => Self::Ok,
+            "WARN" => Self::Warn,
+            _ => Self::Drift,
+        }
+    }
+
     fn from_thresholds(value: f64, warn: f64, drift: f64) -> Self {
         if value >= drift {
             Self::Drift

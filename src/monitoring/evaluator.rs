@@ -1,48 +1,21 @@
 //! The background evaluator: every `MONITOR_INTERVAL_MS` it computes drift and accuracy for every
 //! loaded model version over the last `MONITOR_WINDOW_HOURS`, stores the report in
-//! `monitoring_reports`, exports gauges, and publishes a `driftAlert` when a feature's status
-//! changes to WARN or DRIFT.
+//! `monitoring_reports`, exports gauges, and raises a drift alert (stored with the report, delivered
+//! by every replica's `driftAlert` feed) when a feature's status changes to WARN or DRIFT.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::SimpleObject;
+use async_graphql::ID;
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::Serialize;
-use tokio::sync::broadcast;
+use uuid::Uuid;
 
+use super::alerts::DriftAlert;
 use super::drift::{self, DriftStatus};
 use super::performance::{self, Bucket};
 use super::reports;
 use crate::model::{LoadedModel, ModelRegistry};
-
-/// A feature whose drift status changed to WARN or DRIFT.
-#[derive(Debug, Clone, Serialize, SimpleObject)]
-#[serde(rename_all = "camelCase")]
-pub struct DriftAlert {
-    /// Model name.
-    pub model_name: String,
-    /// Model version.
-    pub model_version: String,
-    /// The feature (`_price` for the prediction).
-    pub feature: String,
-    /// New status.
-    pub status: DriftStatus,
-    /// Status at the previous evaluation (OK at the first).
-    pub previous: DriftStatus,
-    /// PSI over the window.
-    pub psi: f64,
-    /// Live values in the window.
-    pub sample_size: i64,
-    /// When the evaluation ran.
-    pub evaluated_at: DateTime<Utc>,
-}
-
-/// Channel the evaluator publishes alerts on (subscribers: `driftAlert`).
-pub fn alert_channel() -> broadcast::Sender<DriftAlert> {
-    broadcast::channel(256).0
-}
 
 /// What the evaluator works with: handed down by the application, so monitoring does not
 /// depend on the layer above it.
@@ -52,8 +25,6 @@ pub struct Evaluator {
     pub pool: sqlx::PgPool,
     /// The models to evaluate (the set serving at each run).
     pub models: Arc<ModelRegistry>,
-    /// Where alerts go (the `driftAlert` subscription).
-    pub alerts: broadcast::Sender<DriftAlert>,
     /// Cancelled at shutdown.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -124,24 +95,23 @@ async fn evaluate_model(
     tick: DateTime<Utc>,
     previous: &mut HashMap<(String, String, String), DriftStatus>,
 ) -> anyhow::Result<Vec<DriftAlert>> {
-    let mut alerts = Vec::new();
     let report = drift::report(&state.pool, model, from, to).await?;
     if report.predictions == 0 {
-        return Ok(alerts);
+        return Ok(Vec::new());
     }
     let accuracy =
         performance::buckets(&state.pool, &model.card.name, Some(&model.card.version), from, to, Bucket::Day).await?;
     let worst = report.status.max(report.prediction.status);
-    if !reports::insert(&state.pool, &report, worst, &accuracy, tick).await? {
-        // Another holder of the lease already reported this tick (and alerted).
-        return Ok(alerts);
+    let (name, version) = (&report.model_name, &report.model_version);
+    if !previous.keys().any(|(n, v, _)| n == name && v == version) {
+        // A fresh evaluator (restart, takeover) goes on from the last stored report.
+        for (feature, status) in reports::latest_statuses(&state.pool, name, version).await? {
+            previous.insert((name.clone(), version.clone(), feature), status);
+        }
     }
+    let mut alerts = Vec::new();
     for f in report.features.iter().chain(std::iter::once(&report.prediction)) {
-        let labels = [
-            ("model", report.model_name.clone()),
-            ("version", report.model_version.clone()),
-            ("feature", f.feature.clone()),
-        ];
+        let labels = [("model", name.clone()), ("version", version.clone()), ("feature", f.feature.clone())];
         metrics::gauge!("drift_status", &labels).set(match f.status {
             DriftStatus::Ok => 0.0,
             DriftStatus::Warn => 1.0,
@@ -150,24 +120,29 @@ async fn evaluate_model(
         if let Some(psi) = f.psi {
             metrics::gauge!("drift_psi", &labels).set(psi);
         }
-        let key = (report.model_name.clone(), report.model_version.clone(), f.feature.clone());
+        let key = (name.clone(), version.clone(), f.feature.clone());
         let before = previous.insert(key, f.status).unwrap_or(DriftStatus::Ok);
         if f.status != before && f.status != DriftStatus::Ok {
-            let alert = DriftAlert {
-                model_name: report.model_name.clone(),
-                model_version: report.model_version.clone(),
+            alerts.push(DriftAlert {
+                id: ID(Uuid::now_v7().to_string()),
+                model_name: name.clone(),
+                model_version: version.clone(),
                 feature: f.feature.clone(),
                 status: f.status,
                 previous: before,
                 psi: f.psi.unwrap_or(0.0),
                 sample_size: f.sample_size,
                 evaluated_at: to,
-            };
-            tracing::warn!(model = %alert.model_name, version = %alert.model_version, feature = %alert.feature,
-                           status = ?alert.status, psi = alert.psi, "drift alert");
-            let _ = state.alerts.send(alert.clone());
-            alerts.push(alert);
+            });
         }
+    }
+    if !reports::insert(&state.pool, &report, worst, &accuracy, tick, &alerts).await? {
+        // Another holder of the lease already reported this tick (and raised its alerts).
+        return Ok(Vec::new());
+    }
+    for alert in &alerts {
+        tracing::warn!(model = %alert.model_name, version = %alert.model_version, feature = %alert.feature,
+                       status = ?alert.status, psi = alert.psi, "drift alert");
     }
     Ok(alerts)
 }

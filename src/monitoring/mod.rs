@@ -1,6 +1,7 @@
 //! Model monitoring from the request log: ground-truth outcomes, accuracy over time, drift
 //! against each model version's training reference, and the background evaluator with alerts.
 
+pub mod alerts;
 pub mod drift;
 pub mod evaluator;
 pub mod outcomes;

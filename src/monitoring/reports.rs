@@ -5,6 +5,7 @@ use async_graphql::{ID, SimpleObject};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::alerts::DriftAlert;
 use super::drift::{DriftReport, DriftStatus};
 use super::performance::PerformanceBucket;
 
@@ -29,9 +30,10 @@ pub struct MonitoringReport {
     pub drifting: Vec<String>,
 }
 
-/// Stores one evaluation of `tick` (its interval-aligned time); `status` is the worst over the
-/// features and the prediction. False if that tick's report was already stored (by another
-/// holder of the evaluator lease): the write is idempotent per tick.
+/// Stores one evaluation of `tick` (its interval-aligned time) and the alerts it raised, in one
+/// transaction; `status` is the worst over the features and the prediction. False if that tick's
+/// report was already stored (by another holder of the evaluator lease): the write is idempotent
+/// per tick, so each alert is raised once.
 #[tracing::instrument(name = "reports.insert", skip_all, fields(model = %report.model_name))]
 pub async fn insert(
     pool: &PgPool,
@@ -39,11 +41,14 @@ pub async fn insert(
     status: DriftStatus,
     accuracy: &[PerformanceBucket],
     tick: DateTime<Utc>,
+    raised: &[DriftAlert],
 ) -> sqlx::Result<bool> {
-    let inserted = sqlx::query(
+    let mut tx = pool.begin().await?;
+    let id: Option<i64> = sqlx::query_scalar(
         "insert into monitoring_reports (model_name, model_version, window_from, window_to, status, report, tick)
          values ($1, $2, $3, $4, $5, $6, $7)
-         on conflict (model_name, model_version, tick) do nothing",
+         on conflict (model_name, model_version, tick) do nothing
+         returning id",
     )
     .bind(&report.model_name)
     .bind(&report.model_version)
@@ -52,9 +57,30 @@ pub async fn insert(
     .bind(status.as_str())
     .bind(serde_json::json!({ "drift": report, "performance": accuracy }))
     .bind(tick)
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    let Some(id) = id else { return Ok(false) };
+    super::alerts::insert(&mut tx, id, raised).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Each feature's status (and `_price`'s) in the latest report of a model version: where a new
+/// evaluator (after a restart or a takeover) starts from, so it does not alert again.
+#[tracing::instrument(name = "reports.latest_statuses", skip(pool))]
+pub async fn latest_statuses(pool: &PgPool, name: &str, version: &str) -> sqlx::Result<Vec<(String, DriftStatus)>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "select f->>'feature', f->>'status'
+           from (select report from monitoring_reports
+                  where model_name = $1 and model_version = $2
+                  order by tick desc nulls last, id desc limit 1) r,
+                jsonb_array_elements(r.report->'drift'->'features' || jsonb_build_array(r.report->'drift'->'prediction')) f",
+    )
+    .bind(name)
+    .bind(version)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(feature, status)| (feature, DriftStatus::parse(&status))).collect())
 }
 
 /// A `monitoring_reports` row as [`alerts`] selects it.
@@ -98,7 +124,7 @@ pub async fn alerts(
                 evaluated_at,
                 model_name,
                 model_version,
-                status: if status == "DRIFT" { DriftStatus::Drift } else { DriftStatus::Warn },
+                status: DriftStatus::parse(&status),
                 window_from,
                 window_to,
                 drifting,

@@ -31,6 +31,7 @@ pub fn config() -> AppConfig {
     let mut config = AppConfig::with_model_dir(model_dir());
     config.log.spool_dir = fresh_spool_dir();
     config.log.log_failover_ms = TEST_FAILOVER_MS;
+    config.event_poll_ms = 50;
     config
 }
 

@@ -1,12 +1,177 @@
 //! Several replicas on one PostgreSQL: singleton jobs run in exactly one of them (a lease), and
-//! another takes over when the holder's lease dies.
+//! another takes over when the holder's lease dies; subscribers on every replica receive the
+//! events of every replica, once, in one order, and resume without a gap.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use serde_json::json;
 use sqlx::PgPool;
 
-use crate::common::TestApp;
-use crate::monitoring::monitored_config;
+use crate::common::{Subscriber, TestApp};
+use crate::monitoring::{monitored_config, run_replay};
+
+/// A `predictionLogged` subscription on `app`, after the row `after` (when given).
+async fn subscribe_logged(app: &TestApp, after: Option<&str>) -> Subscriber {
+    let mut ws = Subscriber::connect(app, "graphql-transport-ws").await;
+    ws.send(json!({ "id": "logged", "type": "subscribe", "payload": {
+        "query": "subscription($after: ID) { predictionLogged(after: $after) { id } }",
+        "variables": { "after": after } } }))
+        .await;
+    ws
+}
+
+/// The ids of the next `n` `predictionLogged` events, in order (30 s at most).
+async fn next_ids(ws: &mut Subscriber, n: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut ids = Vec::new();
+    while ids.len() < n {
+        let event = tokio::time::timeout_at(deadline, ws.next_result("logged"))
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} events arrived: {ids:?}", ids.len()));
+        ids.push(event["payload"]["data"]["predictionLogged"]["id"].as_str().expect("an id").to_owned());
+    }
+    ids
+}
+
+/// Asserts that no further event arrives within a second (nothing delivered twice).
+async fn no_more_events(ws: &mut Subscriber) {
+    if let Ok(event) = tokio::time::timeout(Duration::from_secs(1), ws.next_result("logged")).await {
+        panic!("unexpected extra event: {event}");
+    }
+}
+
+/// The id of a new prediction made on `app`.
+async fn predicted_id(app: &TestApp, square_feet: f64) -> String {
+    let body = app.predict(square_feet, 3, 2.0).await;
+    body["data"]["predictPrice"]["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned()
+}
+
+#[sqlx::test]
+async fn subscribers_on_every_replica_receive_every_replicas_rows_once_in_one_order_and_resume_anywhere(pool: PgPool) {
+    let a = TestApp::spawn(pool.clone()).await;
+    let b = TestApp::spawn(pool.clone()).await;
+    let start = predicted_id(&a, 1500.0).await;
+    let mut on_a = subscribe_logged(&a, Some(&start)).await;
+    let mut on_b = subscribe_logged(&b, Some(&start)).await;
+
+    // 15 predictions on each replica, concurrently.
+    let (made_a, made_b) = tokio::join!(
+        async {
+            let mut ids = Vec::new();
+            for i in 0..15 {
+                ids.push(predicted_id(&a, 1000.0 + 10.0 * f64::from(i)).await);
+            }
+            ids
+        },
+        async {
+            let mut ids = Vec::new();
+            for i in 0..15 {
+                ids.push(predicted_id(&b, 2000.0 + 10.0 * f64::from(i)).await);
+            }
+            ids
+        }
+    );
+    let made: HashSet<String> = made_a.into_iter().chain(made_b).collect();
+    let seen_a = next_ids(&mut on_a, 30).await;
+    let seen_b = next_ids(&mut on_b, 30).await;
+    assert_eq!(seen_a.iter().cloned().collect::<HashSet<_>>(), made, "replica A's subscriber sees both replicas' rows");
+    assert_eq!(seen_a, seen_b, "both subscribers see the same rows in the same order");
+    no_more_events(&mut on_a).await;
+
+    // A client that saw 10 rows on A reconnects to B after 10 more were made: it gets the 30
+    // rows it had not seen, in the same order, and nothing it had seen.
+    drop(on_a);
+    let mut later = Vec::new();
+    for i in 0..10 {
+        later.push(predicted_id(&a, 3000.0 + 10.0 * f64::from(i)).await);
+    }
+    let mut resumed = subscribe_logged(&b, Some(&seen_a[9])).await;
+    let rest = next_ids(&mut resumed, 30).await;
+    assert_eq!(rest[..20], seen_a[10..], "the rows after the resume point, in the same order");
+    assert_eq!(rest[20..].iter().collect::<HashSet<_>>(), later.iter().collect::<HashSet<_>>());
+    no_more_events(&mut resumed).await;
+    assert_eq!(next_ids(&mut on_b, 10).await, rest[20..], "the live subscriber saw the same order");
+
+    // A resume point that is no logged row is refused, naming the argument.
+    let mut bad = subscribe_logged(&b, Some("0190a0b4-0000-7000-8000-000000000000")).await;
+    let event = bad.next_result("logged").await;
+    let error = &event["payload"]["errors"][0]["extensions"];
+    assert_eq!((error["code"].as_str(), error["field"].as_str()), (Some("BAD_USER_INPUT"), Some("after")), "{event}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[sqlx::test]
+async fn no_event_is_lost_when_the_feeds_database_connection_is_terminated(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let start = predicted_id(&app, 1500.0).await;
+    let mut ws = subscribe_logged(&app, Some(&start)).await;
+    let mut made = Vec::new();
+    let mut terminated = 0;
+    for round in 0..4 {
+        for i in 0..15 {
+            made.push(predicted_id(&app, 1000.0 + f64::from(round * 100 + i)).await);
+        }
+        terminated += sqlx::query_scalar::<_, i64>(
+            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+                                    where application_name = 'house-price-api feed: predictions') t",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    }
+    assert!(terminated >= 2, "the feed's connection was cut ({terminated} times)");
+    let seen = next_ids(&mut ws, made.len()).await;
+    assert_eq!(seen.iter().collect::<HashSet<_>>(), made.iter().collect::<HashSet<_>>());
+    no_more_events(&mut ws).await;
+}
+
+#[sqlx::test]
+async fn a_drift_alert_raised_by_one_replica_reaches_subscribers_on_both_once(pool: PgPool) {
+    let mut config = monitored_config();
+    config.monitor_interval_ms = 200;
+    let a = TestApp::spawn_with(pool.clone(), config.clone()).await;
+    let b = TestApp::spawn_with(pool.clone(), config).await;
+    let query = "subscription { driftAlert { id modelName feature status } }";
+    let mut subscribers = Vec::new();
+    for app in [&a, &b] {
+        let mut ws = Subscriber::connect(app, "graphql-transport-ws").await;
+        ws.send(json!({ "id": "alerts", "type": "subscribe", "payload": { "query": query } })).await;
+        subscribers.push(ws);
+    }
+    run_replay(&a, &["squareFeet=+30%"]).await;
+
+    // Each subscriber gets squareFeet's alerts (a WARN may come before the DRIFT) up to DRIFT.
+    let mut seen = Vec::new();
+    for ws in &mut subscribers {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut ids = Vec::new();
+        loop {
+            let event =
+                tokio::time::timeout_at(deadline, ws.next_result("alerts")).await.expect("a drift alert arrives");
+            let alert = event["payload"]["data"]["driftAlert"].clone();
+            assert_eq!(alert["modelName"], "gradient-boosting", "{alert}");
+            if alert["feature"] == "squareFeet" {
+                ids.push(alert["id"].as_str().unwrap().to_owned());
+                if alert["status"] == "DRIFT" {
+                    break;
+                }
+            }
+        }
+        seen.push(ids);
+    }
+    assert_eq!(seen[0], seen[1], "the same alerts on both replicas");
+    let raised: Vec<String> = sqlx::query_scalar(
+        "select id::text from drift_alerts where model_name = 'gradient-boosting' and feature = 'squareFeet' order by logged_xid, id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(raised, seen[0], "each raised once, by one evaluator");
+    a.stop().await;
+    b.stop().await;
+}
 
 /// Backends holding the lease `name` (see `src/db/lease.rs`).
 async fn holders(pool: &PgPool, name: &str) -> Vec<i32> {
