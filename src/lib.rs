@@ -25,6 +25,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod convergence;
 pub mod db;
 pub mod error;
 pub mod graphql;
@@ -91,7 +92,6 @@ impl Application {
         let shadow = config.shadow_model.is_some().then(|| ShadowScorer::spawn(pool.clone(), models.clone()));
         let log = LogWriter::spawn(pool.clone(), &config.log, shadow)?;
         let pool = db::with_statement_timeout(&pool, config.limits.request_timeout());
-        model::events::record(&pool, "loaded", "startup", None, &set, &set.ids(), &[], None).await;
         // Not fatal: without it only the SQL drift view lacks this version (readiness reports an
         // unmigrated database).
         if let Err(err) = monitoring::references::sync(&pool, &set).await {
@@ -114,7 +114,10 @@ impl Application {
             events,
             alerts,
             reloads: Arc::default(),
+            replica: replica_name(listener.local_addr()?.port()),
+            model_sync: convergence::SyncStatus::default(),
         });
+        convergence::record_startup(&state).await;
         Ok(Self { listener, state, schema })
     }
 
@@ -141,6 +144,7 @@ impl Application {
             models: state.models.clone(),
             shutdown: state.shutdown.clone(),
         };
+        convergence::spawn(state.clone());
         log::partitions::spawn_maintenance(&state.pool, config.log.log_retention_days, state.shutdown.clone());
         monitoring::evaluator::spawn(
             evaluator,
@@ -161,6 +165,17 @@ impl Application {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// This replica's name: the host name and the port it serves on.
+fn replica_name(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    format!("{host}:{port}")
 }
 
 /// SIGHUP reloads the models, like the `reloadModels` mutation. The handler is installed before

@@ -15,7 +15,7 @@ use crate::config::AppConfig;
 use crate::error::{AppError, codes};
 use crate::log::{LogWriter, PredictionRecord, PredictionStatus, without_nul, without_nul_str};
 use crate::model::{
-    Feature, HouseFeatures, LoadedModel, ModelRegistry, ModelSet, PredictionWarning, ScoreError, events,
+    Feature, HouseFeatures, LoadedModel, ModelRegistry, ModelSet, PredictionWarning, ScoreError, events, in_force,
 };
 
 /// Everything a request handler needs. It is cloned several times per request (axum's `State`,
@@ -59,6 +59,10 @@ pub struct AppParts {
     pub alerts: Arc<crate::monitoring::alerts::AlertFeed>,
     /// Held for the whole of a model reload (see [`AppState::reload_models`]).
     pub reloads: Arc<tokio::sync::Mutex<()>>,
+    /// This replica's name in `model_events` and `model_set_in_force` (`host:port`).
+    pub replica: String,
+    /// Whether this replica serves the model set in force ([`crate::convergence`]).
+    pub model_sync: crate::convergence::SyncStatus,
 }
 
 /// Where a request came in; stored in `prediction_log.route`.
@@ -370,40 +374,77 @@ impl AppState {
     }
 
     /// Re-scans the model directory and swaps the set in atomically; a broken model fails the
-    /// reload and the previous set keeps serving. Both outcomes are recorded in `model_events`.
+    /// reload and the previous set keeps serving. Both outcomes are recorded in `model_events`; a
+    /// new set is recorded as the set in force, which every other replica then follows
+    /// ([`crate::convergence`]).
     ///
     /// Reloads are serialised, so events are recorded in the order the sets were installed, and
     /// a new version's reference distributions are stored before it serves its first request.
     #[tracing::instrument(name = "reload_models", skip(self))]
     pub async fn reload_models(&self, trigger: &str, actor: Option<&str>) -> Result<ReloadOutcome, AppError> {
         let _serialised = self.reloads.lock().await;
+        match self.scan_and_install().await? {
+            Ok(outcome) => {
+                let revision = match in_force::record(&self.pool, &outcome.set, &self.replica, trigger).await {
+                    Ok(revision) => Some(revision),
+                    Err(err) => {
+                        // The replicas converge when the next set is recorded (or this replica restarts).
+                        tracing::error!(error = %err, "cannot record the model set in force; other replicas do not follow this reload");
+                        None
+                    }
+                };
+                self.model_sync.followed(revision, Vec::new());
+                let change = events::Change {
+                    event: "reloaded",
+                    trigger,
+                    actor,
+                    added: &outcome.added,
+                    removed: &outcome.removed,
+                    replica: &self.replica,
+                    revision,
+                    ..Default::default()
+                };
+                events::record(&self.pool, &outcome.set, change).await;
+                Ok(outcome)
+            }
+            Err(message) => {
+                tracing::error!(trigger, error = %message, "model reload failed; previous models keep serving");
+                let change = events::Change {
+                    event: "reload_failed",
+                    trigger,
+                    actor,
+                    error: Some(&message),
+                    replica: &self.replica,
+                    ..Default::default()
+                };
+                events::record(&self.pool, &self.models.snapshot(), change).await;
+                Err(AppError::ModelLoad(message))
+            }
+        }
+    }
+
+    /// Scans `MODEL_DIR` and installs what it holds (storing new versions' reference
+    /// distributions first); the inner error is why the scan failed (nothing changed). Callers
+    /// hold [`AppParts::reloads`].
+    pub(crate) async fn scan_and_install(&self) -> Result<Result<ReloadOutcome, String>, AppError> {
         let registry = self.models.clone();
         let result = tokio::task::spawn_blocking(move || registry.scan())
             .await
             .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("model reload task")))?;
-        match result {
-            Ok(set) => {
-                let set = Arc::new(set);
-                if let Err(err) = crate::monitoring::references::sync(&self.pool, &set).await {
-                    tracing::error!(error = %err, "cannot store the new models' reference distributions");
-                }
-                let previous = self.models.install(set.clone());
-                let before = previous.ids();
-                let after = set.ids();
-                let added: Vec<String> = after.iter().filter(|id| !before.contains(id)).cloned().collect();
-                let removed: Vec<String> = before.iter().filter(|id| !after.contains(id)).cloned().collect();
-                tracing::info!(trigger, ?added, ?removed, default = %set.default_model().id(), "models reloaded");
-                events::record(&self.pool, "reloaded", trigger, actor, &set, &added, &removed, None).await;
-                Ok(ReloadOutcome { set, added, removed })
-            }
-            Err(err) => {
-                let message = format!("{:#}", anyhow::Error::new(err));
-                tracing::error!(trigger, error = %message, "model reload failed; previous models keep serving");
-                let current = self.models.snapshot();
-                events::record(&self.pool, "reload_failed", trigger, actor, &current, &[], &[], Some(&message)).await;
-                Err(AppError::ModelLoad(message))
-            }
+        let set = match result {
+            Ok(set) => Arc::new(set),
+            Err(err) => return Ok(Err(format!("{:#}", anyhow::Error::new(err)))),
+        };
+        if let Err(err) = crate::monitoring::references::sync(&self.pool, &set).await {
+            tracing::error!(error = %err, "cannot store the new models' reference distributions");
         }
+        let previous = self.models.install(set.clone());
+        let before = previous.ids();
+        let after = set.ids();
+        let added: Vec<String> = after.iter().filter(|id| !before.contains(id)).cloned().collect();
+        let removed: Vec<String> = before.iter().filter(|id| !after.contains(id)).cloned().collect();
+        tracing::info!(?added, ?removed, default = %set.default_model().id(), "models installed");
+        Ok(Ok(ReloadOutcome { set, added, removed }))
     }
 }
 

@@ -23,7 +23,8 @@ const READY_DB_TIMEOUT: Duration = Duration::from_millis(500);
 /// Ready when the database answers, every embedded migration is applied and a model is loaded —
 /// or, with the database away, while the log can spool (the service still answers, durably).
 /// `log` says whether rows are being spooled, what waits for the drain, and how many spool
-/// segments cannot be read.
+/// segments cannot be read; `models` which set this replica serves and whether it is the set in
+/// force across replicas.
 pub async fn ready(State(s): State<HttpState>) -> Response {
     let check = tokio::time::timeout(READY_DB_TIMEOUT, db::pending_migrations(&s.app.pool)).await;
     let (database, migrations) = match check {
@@ -35,7 +36,9 @@ pub async fn ready(State(s): State<HttpState>) -> Response {
         }
         Err(_) => ("timeout".to_owned(), "unknown".to_owned()),
     };
-    let model = s.app.models.snapshot().default_model().id();
+    let set = s.app.models.snapshot();
+    let model = set.default_model().id();
+    let sync = s.app.model_sync.get();
     let log = s.app.log.status();
     let serving = if database == "ok" { migrations == "ok" } else { log.can_spool };
     let status = if serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -43,6 +46,17 @@ pub async fn ready(State(s): State<HttpState>) -> Response {
     let body = json!({
         "status": match (serving, database == "ok") { (true, true) => "ok", (true, false) => "degraded", _ => "unavailable" },
         "checks": { "database": database, "migrations": migrations, "model": model },
+        // Whether this replica serves the model set in force (src/convergence.rs). A diverged
+        // replica stays ready: it answers correctly with the models it has.
+        "models": {
+            "inForce": sync.differences.is_empty(),
+            "revision": sync.revision,
+            "serving": set.ids(),
+            "defaultModel": model,
+            "shadowModel": set.shadow_model().map(|m| m.id()),
+            "differences": sync.differences,
+            "checkedAt": sync.checked_at,
+        },
         "log": {
             "state": if log.spooling || backlog.rows > 0 { "spooling" } else { "ok" },
             "backlog": {

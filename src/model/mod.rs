@@ -7,6 +7,7 @@ pub mod catalogue;
 pub mod dataset;
 pub mod events;
 pub mod features;
+pub mod in_force;
 pub mod registry;
 pub mod train;
 

@@ -19,7 +19,7 @@ async fn reload(app: &TestApp, key: Option<&str>) -> Value {
 }
 
 /// Publishes `name@version` in `dir` as a copy of the committed `from` model with another version.
-fn publish_version(dir: &Path, name: &str, from: &str, version: &str) {
+pub(crate) fn publish_version(dir: &Path, name: &str, from: &str, version: &str) {
     let source = dir.join(name).join(from);
     let target = dir.join(name).join(version);
     std::fs::create_dir_all(&target).unwrap();
@@ -29,7 +29,7 @@ fn publish_version(dir: &Path, name: &str, from: &str, version: &str) {
     std::fs::write(target.join("card.json"), serde_json::to_vec_pretty(&card).unwrap()).unwrap();
 }
 
-fn app_config(dir: &Path) -> house_price_api::config::AppConfig {
+pub(crate) fn app_config(dir: &Path) -> house_price_api::config::AppConfig {
     let mut config = config();
     config.model_dir = dir.to_owned();
     config.default_model = "ridge-log".into();

@@ -9,7 +9,9 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use crate::common::{Subscriber, TestApp};
+use crate::models::copy_models;
 use crate::monitoring::{monitored_config, run_replay};
+use crate::registry::{app_config, publish_version};
 
 /// A `predictionLogged` subscription on `app`, after the row `after` (when given).
 async fn subscribe_logged(app: &TestApp, after: Option<&str>) -> Subscriber {
@@ -241,6 +243,64 @@ async fn one_evaluator_runs_across_replicas_and_another_takes_over_when_its_leas
     .await;
     until("reports go on", || async { latest_tick(&pool).await > before }).await;
     assert_eq!(holders(&pool, "evaluator").await.len(), 1, "still exactly one holder");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// `/health/ready`'s `models` section of `app`.
+async fn models_readiness(app: &TestApp) -> serde_json::Value {
+    let body: serde_json::Value = app.client.get(app.url("/health/ready")).send().await.unwrap().json().await.unwrap();
+    body["models"].clone()
+}
+
+#[sqlx::test]
+async fn a_reload_on_one_replica_reaches_the_other_which_says_why_until_it_can_follow(pool: PgPool) {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    copy_models(dir_a.path());
+    copy_models(dir_b.path());
+    let a = TestApp::spawn_with(pool.clone(), app_config(dir_a.path())).await;
+    let b = TestApp::spawn_with(pool.clone(), app_config(dir_b.path())).await;
+    until("B serves the set in force", || async { models_readiness(&b).await["inForce"] == true }).await;
+
+    // A new version reaches only A's directory; A reloads.
+    publish_version(dir_a.path(), "ridge-log", "1.0.0", "1.1.0");
+    let body = a
+        .client
+        .post(a.url("/graphql"))
+        .header("x-api-key", "admin-key")
+        .json(&json!({ "query": "mutation { reloadModels { defaultModel } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(body["data"]["reloadModels"]["defaultModel"], "ridge-log@1.1.0", "{body}");
+
+    // B cannot follow, and says why: in readiness and once in model_events.
+    until("B reports that it diverged", || async { models_readiness(&b).await["inForce"] == false }).await;
+    let readiness = models_readiness(&b).await;
+    let differences = readiness["differences"].to_string();
+    assert!(differences.contains("ridge-log@1.1.0 is not in this replica's MODEL_DIR"), "{readiness}");
+    assert!(differences.contains("the default model is ridge-log@1.0.0 here, ridge-log@1.1.0 in force"), "{readiness}");
+    assert_eq!(models_readiness(&a).await["inForce"], true);
+
+    // Once the version reaches B's directory, B follows on its own.
+    publish_version(dir_b.path(), "ridge-log", "1.0.0", "1.1.0");
+    until("B follows the set in force", || async { models_readiness(&b).await["inForce"] == true }).await;
+    let p = b.predict(1500.0, 3, 2.0).await;
+    assert_eq!(p["data"]["predictPrice"]["model"]["version"], "1.1.0", "{p}");
+    let events: Vec<(String, String, Option<i64>)> = sqlx::query_as(
+        "select event, trigger, revision from model_events where event in ('diverged', 'reloaded') order by id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let in_force: i64 = sqlx::query_scalar("select revision from model_set_in_force").fetch_one(&pool).await.unwrap();
+    let at = |event: &str, trigger: &str| {
+        events.iter().filter(|(e, t, r)| e == event && t == trigger && *r == Some(in_force)).count()
+    };
+    assert_eq!((at("reloaded", "api"), at("diverged", "replica"), at("reloaded", "replica")), (1, 1, 1), "{events:?}");
     a.stop().await;
     b.stop().await;
 }
