@@ -326,5 +326,6 @@ fn history_filter(f: PredictionFilter) -> Result<PredictionFilter, AppError> {
     {
         return Err(AppError::invalid("filter.maxPrice", "must not be below filter.minPrice"));
     }
+    f.check_bounds()?;
     Ok(f)
 }

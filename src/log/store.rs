@@ -235,12 +235,35 @@ pub struct PredictionFilter {
     pub model_version: Option<String>,
     /// Only rows with this outcome.
     pub status: Option<PredictionStatus>,
-    /// Only rows priced at or above this (USD); excludes unpriced rows.
+    /// Only rows priced at or above this (USD); excludes unpriced rows. No index serves prices
+    /// (one would slow every insert): give `from` and `to` at most 1 hour apart with it.
     pub min_price: Option<f64>,
-    /// Only rows priced at or below this (USD); excludes unpriced rows.
+    /// Only rows priced at or below this (USD); excludes unpriced rows. Like `minPrice`, needs
+    /// `from` and `to` at most 1 hour apart.
     pub max_price: Option<f64>,
     /// Only rows of this `x-request-id`.
     pub request_id: Option<String>,
+}
+
+/// Longest window a price filter may scan: prices have no index, so the rows of the window are
+/// read (a few hundred thousand at most at a typical rate, in tens of milliseconds).
+pub const PRICE_FILTER_SPAN: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+impl PredictionFilter {
+    /// `BAD_USER_INPUT` for a filter the indexes cannot serve within a request's time: a price
+    /// filter without a window of at most [`PRICE_FILTER_SPAN`].
+    pub fn check_bounds(&self) -> Result<(), AppError> {
+        let field = match (self.min_price, self.max_price) {
+            (None, None) => return Ok(()),
+            (Some(_), _) => "filter.minPrice",
+            (None, Some(_)) => "filter.maxPrice",
+        };
+        let why = "needs filter.from and filter.to at most 1 hour apart (prices are not indexed)";
+        match (self.from, self.to) {
+            (Some(from), Some(to)) if to - from <= PRICE_FILTER_SPAN => Ok(()),
+            _ => Err(AppError::invalid(field, why)),
+        }
+    }
 }
 
 /// Position in the newest-first history: the last row of the previous page.
@@ -316,6 +339,10 @@ pub async fn list(
     }
     if let Some(status) = filter.status {
         query.push(" and status = ").push_bind(status.as_str());
+        if status != PredictionStatus::Ok {
+            // Lets the planner use the partial index of the (few) rows that are not OK.
+            query.push(" and status <> 'ok'");
+        }
     }
     if let Some(min) = filter.min_price {
         query.push(" and price >= ").push_bind(min);

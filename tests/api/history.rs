@@ -86,7 +86,10 @@ async fn filters_select_by_status_price_model_time_and_request(pool: PgPool) {
     );
 
     let (min, max) = (app.expected_price(1200.0, 3, 2.0), app.expected_price(1600.0, 3, 2.0));
-    let priced = all_pages(&app, 100, json!({ "minPrice": min, "maxPrice": max })).await;
+    let hour = chrono::Utc::now();
+    let window = json!({ "minPrice": min, "maxPrice": max,
+        "from": hour - chrono::TimeDelta::minutes(30), "to": hour + chrono::TimeDelta::minutes(30) });
+    let priced = all_pages(&app, 100, window).await;
     app.wait_durable().await;
     let expected: i64 = sqlx::query_scalar("select count(*) from prediction_log where price between $1 and $2")
         .bind(min)
@@ -133,6 +136,20 @@ async fn page_size_and_cursor_are_validated(pool: PgPool) {
     }
     let body = app.graphql(PAGE, json!({ "filter": { "minPrice": 10.0, "maxPrice": 1.0 } })).await;
     assert_eq!(error_field(&body), "filter.maxPrice");
+    // Prices are not indexed: a price filter needs a window of at most an hour.
+    let (from, to) = ("2026-01-01T00:00:00Z", "2026-01-01T01:00:01Z");
+    for (filter, field) in [
+        (json!({ "minPrice": 1.0 }), "filter.minPrice"),
+        (json!({ "maxPrice": 1.0, "from": from }), "filter.maxPrice"),
+        (json!({ "minPrice": 1.0, "from": from, "to": to }), "filter.minPrice"),
+    ] {
+        let body = app.graphql(PAGE, json!({ "filter": filter })).await;
+        assert_eq!((error_code(&body), error_field(&body)), ("BAD_USER_INPUT", field), "{body}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("at most 1 hour apart"), "{body}");
+    }
+    let body =
+        app.graphql(PAGE, json!({ "filter": { "minPrice": 1.0, "from": from, "to": "2026-01-01T01:00:00Z" } })).await;
+    assert!(body["errors"].is_null(), "{body}");
     // The default page size applies when `first` is omitted.
     seed(&app).await;
     let body = app.graphql(PAGE, json!({})).await;
