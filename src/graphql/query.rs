@@ -16,6 +16,7 @@ use crate::model::registry;
 use crate::monitoring::drift::{self, DriftPoint, DriftReport};
 use crate::monitoring::performance::{self, Bucket, PerformanceBucket};
 use crate::monitoring::reports::{self, MonitoringReport};
+use crate::monitoring::shadow_comparison::{self, ShadowBucket};
 use crate::monitoring::traffic::{self, TrafficBucket};
 use crate::service::{AppState, ItemPath, Prediction, PredictionItem};
 
@@ -212,14 +213,30 @@ impl QueryRoot {
             let state = data::<AppState>(ctx)?;
             let (from, to) = window(from, to, TimeDelta::hours(24))?;
             check_text("model", model.as_ref())?;
-            let (name, version) = match model.as_deref() {
-                Some(spec) => {
-                    let (name, version) = registry::parse_spec(spec);
-                    (Some(name), version)
-                }
-                None => (None, None),
-            };
+            let (name, version) = optional_model(model.as_deref());
             Ok(traffic::buckets(&state.pool, name, version, from, to, bucket).await?)
+        })
+        .await
+    }
+
+    /// The answering model against the shadow model on the same requests, per time bucket over
+    /// `[from, to)` (default: the last 7 days; hourly rollups, so `from` is rounded down to the
+    /// hour) — the numbers of `v_shadow_comparison`. `model` is `name` or `name@version` of the
+    /// answering model; without it, every model.
+    async fn shadow_comparison(
+        &self,
+        ctx: &Context<'_>,
+        model: Option<String>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        #[graphql(default_with = "Bucket::Day")] bucket: Bucket,
+    ) -> async_graphql::Result<Vec<ShadowBucket>> {
+        resolve(async {
+            let state = data::<AppState>(ctx)?;
+            let (from, to) = window(from, to, TimeDelta::days(7))?;
+            check_text("model", model.as_ref())?;
+            let (name, version) = optional_model(model.as_deref());
+            Ok(shadow_comparison::buckets(&state.pool, name, version, from, to, bucket).await?)
         })
         .await
     }
@@ -308,6 +325,14 @@ fn window(
         return Err(AppError::invalid("to", "must be after from"));
     }
     Ok((from, to))
+}
+
+/// An optional `model` argument (`name` or `name@version`) as (name, version) filters.
+fn optional_model(model: Option<&str>) -> (Option<&str>, Option<&str>) {
+    match model.map(registry::parse_spec) {
+        Some((name, version)) => (Some(name), version),
+        None => (None, None),
+    }
 }
 
 fn history_filter(f: PredictionFilter) -> Result<PredictionFilter, AppError> {

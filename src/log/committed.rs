@@ -19,7 +19,7 @@ impl Committed {
     /// memory). Rows drained from the spool are not: their parsed input was not spooled.
     pub fn written(&self, records: &[PredictionRecord]) {
         if let Some(shadow) = &self.shadow {
-            shadow.submit(records.iter().filter_map(|r| Some((r.id, r.house.clone()?))));
+            shadow.submit(records.iter().filter_map(|r| Some((r.id, r.created_at, r.house.clone()?))));
         }
     }
 }

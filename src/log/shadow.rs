@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -17,10 +18,13 @@ const QUEUE_CAPACITY: usize = 50_000;
 /// Rows scored and updated together.
 const BATCH: usize = 1_000;
 
+/// A committed row to score: its key (id and `created_at`, the partition key) and its input.
+pub type ShadowJob = (Uuid, DateTime<Utc>, HouseFeatures);
+
 /// Handle to the shadow scorer task.
 #[derive(Clone)]
 pub struct ShadowScorer {
-    tx: mpsc::Sender<(Uuid, HouseFeatures)>,
+    tx: mpsc::Sender<ShadowJob>,
 }
 
 impl ShadowScorer {
@@ -33,7 +37,7 @@ impl ShadowScorer {
     }
 
     /// Queues committed rows for scoring; drops them (and counts it) if the queue is full.
-    pub fn submit(&self, rows: impl IntoIterator<Item = (Uuid, HouseFeatures)>) {
+    pub fn submit(&self, rows: impl IntoIterator<Item = ShadowJob>) {
         for row in rows {
             if self.tx.try_send(row).is_err() {
                 metrics::counter!("shadow_skipped_total").increment(1);
@@ -42,7 +46,7 @@ impl ShadowScorer {
     }
 }
 
-async fn run(pool: PgPool, models: Arc<ModelRegistry>, mut rx: mpsc::Receiver<(Uuid, HouseFeatures)>) {
+async fn run(pool: PgPool, models: Arc<ModelRegistry>, mut rx: mpsc::Receiver<ShadowJob>) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let set = models.snapshot();
@@ -50,7 +54,8 @@ async fn run(pool: PgPool, models: Arc<ModelRegistry>, mut rx: mpsc::Receiver<(U
             batch.clear();
             continue;
         };
-        let (ids, houses): (Vec<Uuid>, Vec<HouseFeatures>) = std::mem::take(&mut batch).into_iter().unzip();
+        let (keys, houses): (Vec<(Uuid, DateTime<Utc>)>, Vec<HouseFeatures>) =
+            std::mem::take(&mut batch).into_iter().map(|(id, at, house)| ((id, at), house)).unzip();
         let model = shadow.clone();
         // Tree ensembles take milliseconds per batch: keep them off the async workers.
         let scored = match tokio::task::spawn_blocking(move || model.score(&houses.iter().collect::<Vec<_>>())).await {
@@ -60,13 +65,13 @@ async fn run(pool: PgPool, models: Arc<ModelRegistry>, mut rx: mpsc::Receiver<(U
                 continue;
             }
         };
-        let (ids, prices): (Vec<Uuid>, Vec<f64>) =
-            ids.into_iter().zip(scored).filter_map(|(id, s)| s.ok().map(|s| (id, s.price))).unzip();
-        match store::set_shadow_prices(&pool, &ids, &prices, &shadow.card.name, &shadow.card.version).await {
+        let (keys, prices): (Vec<(Uuid, DateTime<Utc>)>, Vec<f64>) =
+            keys.into_iter().zip(scored).filter_map(|(key, s)| s.ok().map(|s| (key, s.price))).unzip();
+        match store::set_shadow_prices(&pool, &keys, &prices, &shadow.card.name, &shadow.card.version).await {
             Ok(n) => metrics::counter!("shadow_scored_total").increment(n),
             Err(err) => {
-                metrics::counter!("shadow_skipped_total").increment(ids.len() as u64);
-                tracing::warn!(error = %err, rows = ids.len(), "shadow prices not stored");
+                metrics::counter!("shadow_skipped_total").increment(keys.len() as u64);
+                tracing::warn!(error = %err, rows = keys.len(), "shadow prices not stored");
             }
         }
     }

@@ -139,22 +139,24 @@ static SELECTED: LazyLock<String> = LazyLock::new(|| {
 /// `select <every column PredictionRecord reads> from prediction_log`.
 static SELECT_COLUMNS: LazyLock<String> = LazyLock::new(|| format!("{} from prediction_log", SELECTED.as_str()));
 
-/// Records shadow prices for committed rows (one statement per batch).
-#[tracing::instrument(name = "log.set_shadow_prices", skip_all, fields(rows = ids.len()))]
+/// Records shadow prices for committed rows, given by key (id, `created_at`: each update reads
+/// only its row's partition), in one statement per batch.
+#[tracing::instrument(name = "log.set_shadow_prices", skip_all, fields(rows = keys.len()))]
 pub async fn set_shadow_prices(
     pool: &PgPool,
-    ids: &[Uuid],
+    keys: &[(Uuid, DateTime<Utc>)],
     prices: &[f64],
     model_name: &str,
     model_version: &str,
 ) -> sqlx::Result<u64> {
     let result = sqlx::query(
         "update prediction_log l
-            set shadow_price = s.price, shadow_model_name = $3, shadow_model_version = $4, shadow_scored_at = now()
-           from unnest($1::uuid[], $2::float8[]) as s(id, price)
-          where l.id = s.id",
+            set shadow_price = s.price, shadow_model_name = $4, shadow_model_version = $5, shadow_scored_at = now()
+           from unnest($1::uuid[], $2::timestamptz[], $3::float8[]) as s(id, created_at, price)
+          where l.id = s.id and l.created_at = s.created_at",
     )
-    .bind(ids)
+    .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
     .bind(prices)
     .bind(model_name)
     .bind(model_version)

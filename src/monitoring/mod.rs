@@ -8,5 +8,6 @@ pub mod outcomes;
 pub mod performance;
 pub mod references;
 pub mod reports;
+pub mod shadow_comparison;
 pub mod stats;
 pub mod traffic;

@@ -23,6 +23,7 @@ type Traffic = (
 );
 type Bin = (chrono::DateTime<chrono::Utc>, Option<String>, Option<String>, String, i32, i64);
 type Accuracy = (chrono::DateTime<chrono::Utc>, String, String, i64, f64, f64, f64, f64);
+type Shadow = (chrono::DateTime<chrono::Utc>, String, String, String, String, i64, Vec<f64>);
 type Hourly = (chrono::DateTime<chrono::Utc>, String, String, i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
 
 fn close(a: f64, b: f64, relative: f64) -> bool {
@@ -95,6 +96,48 @@ pub(crate) async fn assert_rollups_match_the_raw_rows(pool: &PgPool) {
             assert!(close(a, b, 1e-9), "{a} vs {b} in {r:?}");
         }
     }
+
+    let key = "hour, model_name, model_version, shadow_model_name, shadow_model_version";
+    let rolled: Vec<Shadow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {key}, predictions, array[difference_sum, abs_difference_sum, abs_relative_difference_sum, price_sum,
+                shadow_price_sum, price_sq_sum, shadow_price_sq_sum, product_sum]
+           from shadow_hourly where predictions > 0 order by {key}"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let shadowed = "from prediction_log where status = 'ok' and price is not null and shadow_price is not null";
+    let raw: Vec<Shadow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select date_trunc('hour', created_at, 'UTC') as hour, model_name, model_version, shadow_model_name,
+                shadow_model_version, count(*), array[sum(shadow_price - price), sum(abs(shadow_price - price)),
+                sum(abs(shadow_price - price) / price), sum(price), sum(shadow_price), sum(price * price),
+                sum(shadow_price * shadow_price), sum(price * shadow_price)]
+           {shadowed} group by 1, 2, 3, 4, 5 order by {key}"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(rolled.len(), raw.len(), "{rolled:?} vs {raw:?}");
+    for (r, w) in rolled.iter().zip(&raw) {
+        assert_eq!((&r.0, &r.1, &r.2, &r.3, &r.4, r.5), (&w.0, &w.1, &w.2, &w.3, &w.4, w.5));
+        for (a, b) in r.6.iter().zip(&w.6) {
+            assert!(close(*a, *b, 1e-9), "{a} vs {b} in {r:?}");
+        }
+    }
+    let rolled: Vec<(chrono::DateTime<chrono::Utc>, String, i32, i64)> = sqlx::query_as(
+        "select hour, model_name, bin, sum(n)::int8 from shadow_difference_hourly group by 1, 2, 3 having sum(n) <> 0 order by 1, 2, 3",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let raw: Vec<(chrono::DateTime<chrono::Utc>, String, i32, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select date_trunc('hour', created_at, 'UTC'), model_name, shadow_difference_bin(shadow_price - price), count(*)
+           {shadowed} group by 1, 2, 3 order by 1, 2, 3"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(rolled, raw, "shadow difference bins");
 }
 
 /// The exact nearest-rank percentile of `values`.
@@ -182,6 +225,57 @@ async fn every_rollup_equals_a_recomputation_from_the_raw_rows(pool: PgPool) {
     }
 }
 
+/// Champion vs shadow from the rollups: the view and the API give the raw rows' figures, also after
+/// an analyst corrects a shadow price.
+#[sqlx::test]
+async fn the_shadow_comparison_equals_a_recomputation_from_the_raw_rows(pool: PgPool) {
+    let mut config = monitored_config();
+    config.shadow_model = Some("gradient-boosting".into());
+    let app = TestApp::spawn_with(pool, config).await;
+    for i in 0..30 {
+        app.predict(700.0 + 83.0 * f64::from(i), 2 + i64::from(i % 3), 1.0 + f64::from(i % 2)).await;
+    }
+    app.wait_durable().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app.count_rows_now("shadow_price is null").await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the shadow scorer priced every row");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    sqlx::query("update prediction_log set shadow_price = shadow_price * 1.1 where id in (select id from prediction_log order by id limit 4)")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_rollups_match_the_raw_rows(&app.pool).await;
+
+    let (n, mean, mean_abs, mean_rel, median, corr): (i64, f64, f64, f64, f64, f64) = sqlx::query_as(
+        "select predictions, mean_difference, mean_abs_difference, mean_abs_relative_difference, median_difference, correlation
+           from v_shadow_comparison",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let rows: Vec<(f64, f64)> =
+        sqlx::query_as("select price, shadow_price from prediction_log").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(n, 30);
+    let count = rows.len() as f64;
+    let differences: Vec<f64> = rows.iter().map(|(p, s)| s - p).collect();
+    assert!(close(mean, differences.iter().sum::<f64>() / count, 1e-9));
+    assert!(close(mean_abs, differences.iter().map(|d| d.abs()).sum::<f64>() / count, 1e-9));
+    assert!(close(mean_rel, rows.iter().map(|(p, s)| (s - p).abs() / p).sum::<f64>() / count, 1e-9));
+    let exact_median = nearest_rank(differences, 0.5);
+    assert!(close(median, exact_median, HISTOGRAM_BOUND), "median {median} vs exact {exact_median}");
+    let exact_corr: f64 =
+        sqlx::query_scalar("select corr(price, shadow_price) from prediction_log").fetch_one(&app.pool).await.unwrap();
+    assert!(close(corr, exact_corr, 1e-9), "correlation {corr} vs {exact_corr}");
+
+    let body = app
+        .graphql("{ shadowComparison(bucket: HOUR) { predictions meanDifference medianDifference correlation shadowModelName } }", json!({}))
+        .await;
+    let buckets = body["data"]["shadowComparison"].as_array().unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(buckets.iter().map(|b| b["predictions"].as_i64().unwrap()).sum::<i64>(), 30, "{body}");
+    assert!(buckets.iter().all(|b| b["shadowModelName"] == "gradient-boosting"), "{body}");
+}
+
 /// Rows logged before the rollups existed are rolled up by the migration that adds them.
 #[sqlx::test(migrations = false)]
 async fn the_migration_rolls_up_the_rows_already_logged(pool: PgPool) {
@@ -198,6 +292,14 @@ async fn the_migration_rolls_up_the_rows_already_logged(pool: PgPool) {
                 case when i % 5 = 0 and i % 2 = 0 then null else 'baseline-linear' end,
                 case when i % 5 = 0 and i % 2 = 0 then null else '1.0.0' end, 20 + i * 7, '{}', '[]'
            from generate_series(1, 300) i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update prediction_log set shadow_price = price * (0.9 + (latency_us % 20) / 100.0),
+                                   shadow_model_name = 'gradient-boosting', shadow_model_version = '1.0.0'
+          where status = 'ok' and latency_us % 3 = 0",
     )
     .execute(&pool)
     .await
