@@ -160,7 +160,7 @@ fn spooling_config() -> AppConfig {
 }
 
 /// One `predictPrice`: its id if answered OK, else its error code.
-async fn predict(client: &reqwest::Client, addr: SocketAddr, sqft: f64) -> Result<String, String> {
+pub(crate) async fn predict(client: &reqwest::Client, addr: SocketAddr, sqft: f64) -> Result<String, String> {
     let body: Value = client
         .post(format!("http://{addr}/graphql"))
         .json(&json!({ "query": "query($s: Float!) { predictPrice(input: {squareFeet: $s, bedrooms: 3, bathrooms: 2}) { id } }",
@@ -238,7 +238,7 @@ async fn ready(app: &TestApp) -> (u16, Value) {
 }
 
 /// Every id is in the log exactly once; the drift counters count every accepted row.
-async fn assert_all_logged(direct: &PgPool, ids: &[String]) {
+pub(crate) async fn assert_all_logged(direct: &PgPool, ids: &[String]) {
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "ids are unique");
     let found: i64 = sqlx::query_scalar("select count(*) from prediction_log where id = any($1::uuid[])")
@@ -497,14 +497,21 @@ async fn predict_owned(client: reqwest::Client, addr: SocketAddr, sqft: f64) -> 
     predict(&client, addr, sqft).await
 }
 
+/// The test database's URL, straight to PostgreSQL (for a server run as a separate process).
+pub(crate) fn direct_url(direct: &PgPool) -> String {
+    let mut url = reqwest::Url::parse(&std::env::var("DATABASE_URL").expect("DATABASE_URL")).unwrap();
+    url.set_path(direct.connect_options().get_database().expect("database name"));
+    url.to_string()
+}
+
 /// The real binary as its own process (so it can be SIGKILLed).
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: std::process::Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl ServerProcess {
-    async fn start(database_url: &str, spool_dir: &Path) -> Self {
+    pub(crate) async fn start(database_url: &str, spool_dir: &Path) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_house-price-api"))
@@ -532,7 +539,7 @@ impl ServerProcess {
     }
 
     /// SIGKILL: no shutdown, no drain.
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

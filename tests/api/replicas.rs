@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::json;
 use sqlx::PgPool;
 
+use crate::common::fresh_spool_dir;
 use crate::common::{Subscriber, TestApp};
+use crate::faults::{ServerProcess, assert_all_logged, direct_url, predict};
 use crate::models::copy_models;
 use crate::monitoring::{monitored_config, run_replay};
 use crate::registry::{app_config, publish_version};
@@ -303,4 +305,76 @@ async fn a_reload_on_one_replica_reaches_the_other_which_says_why_until_it_can_f
     assert_eq!((at("reloaded", "api"), at("diverged", "replica"), at("reloaded", "replica")), (1, 1, 1), "{events:?}");
     a.stop().await;
     b.stop().await;
+}
+
+#[sqlx::test]
+async fn a_replica_killed_under_load_loses_no_row_answered_ok_and_the_others_keep_answering(pool: PgPool) {
+    let url = direct_url(&pool);
+    let spools: Vec<_> = (0..3).map(|_| fresh_spool_dir()).collect();
+    let mut replicas = Vec::new();
+    for spool in &spools {
+        replicas.push(Some(ServerProcess::start(&url, spool).await));
+    }
+    let addrs: Vec<_> = replicas.iter().map(|r| r.as_ref().unwrap().addr).collect();
+    let client = reqwest::Client::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+
+    // Eight clients, each going round the replicas; a replica that cannot be reached is skipped.
+    let clients = (0..8).map(|c| {
+        let (client, addrs, stop) = (client.clone(), addrs.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut unreachable, mut refused) = (Vec::new(), 0, Vec::new());
+            let mut i = c;
+            while !stop.is_cancelled() {
+                let addr = addrs[i % addrs.len()];
+                i += 1;
+                match predict(&client, addr, 900.0 + f64::from(u32::try_from(i % 2000).unwrap())).await {
+                    Ok(id) => ok.push((addr, id)),
+                    // A GraphQL error code (the service refused), or a transport error (the
+                    // replica is gone, or died mid-answer: the client never got an OK).
+                    Err(code) if code.chars().all(|c| c.is_ascii_uppercase() || c == '_') => refused.push(code),
+                    Err(_) => unreachable += 1,
+                }
+            }
+            (ok, unreachable, refused)
+        })
+    });
+    let clients: Vec<_> = clients.collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed = addrs[1];
+    replicas[1].take().unwrap().kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    let mut ok = Vec::new();
+    let mut unreachable = 0;
+    for client in clients {
+        let (answers, lost, refused) = client.await.unwrap();
+        assert!(refused.is_empty(), "no request was refused: {refused:?}");
+        ok.extend(answers);
+        unreachable += lost;
+    }
+    assert!(unreachable > 0, "the killed replica was tried after its death");
+    let survivors_after: usize = ok.iter().filter(|(addr, _)| *addr != killed).count();
+    assert!(survivors_after > 0 && ok.iter().any(|(addr, _)| *addr == killed), "every replica answered");
+
+    // The killed replica restarts on its spool (as a pod on its persistent volume) and drains
+    // whatever it had answered OK but not yet written.
+    let restarted = ServerProcess::start(&url, &spools[1]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body: serde_json::Value =
+            client.get(format!("http://{}/health/ready", restarted.addr)).send().await.unwrap().json().await.unwrap();
+        if body["log"]["backlog"]["rows"] == 0 && body["log"]["state"] == "ok" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ids: Vec<String> = ok.into_iter().map(|(_, id)| id).collect();
+    assert!(ids.len() > 100, "load ran: {} answers", ids.len());
+    assert_all_logged(&pool, &ids).await;
+    restarted.kill();
+    for replica in replicas.into_iter().flatten() {
+        replica.kill();
+    }
 }
