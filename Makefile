@@ -12,7 +12,7 @@ BIN := target/release/house-price-api
 WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$(scripts/db-setup.sh)}"; export DATABASE_URL; \
 	[[ "$$DATABASE_URL" =~ ^postgres(ql)?://[^[:space:]]+$$ ]] || { echo "DATABASE_URL is not one postgres:// URL" >&2; exit 1; };
 
-.PHONY: help run test test-stress web test-tools db migrate build lint fmt train schema bench bench-drift bench-chaos bench-load bench-profile
+.PHONY: help run test test-stress web test-tools db migrate build lint fmt train schema bench bench-drift bench-chaos bench-load bench-profile bench-volume
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ bench-chaos: build ## 60 s of load with the database link cut for 30 s, durable 
 
 bench-load: build ## The logging-path matrix: GraphQL/REST, durable/async/null-log, 1/16/64 connections, 10k batch
 	$(WITH_DB) bench/load.sh
+
+bench-volume: build ## The log at 10 M and 20 M rows: monitoring reads, history filters, insert rate, dropping a day
+	$(WITH_DB) bench/volume.sh
 
 bench-profile: web ## Where a GraphQL request's server CPU goes, by part: the service against the floor (perf call graphs)
 	$(WITH_DB) bench/profile.sh
