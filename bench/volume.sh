@@ -145,7 +145,7 @@ SQL
 echo "== dropping the oldest day as retention does (outcomes of the day, detach, drop; one transaction)"
 day=$(psql "$URL" -At -c "select min(created_at)::date from prediction_log")
 rows=$(psql "$URL" -At -c "select count(*) from prediction_log where created_at >= '$day' and created_at < '$day'::date + 1")
-psql "$URL" -q -v ON_ERROR_STOP=1 <<SQL | awk '/^Time/ {t += \$2} END {printf "drop of %s (%s rows): %.1f ms\n", "'"$day"'", "'"$rows"'", t}'
+psql "$URL" -q -v ON_ERROR_STOP=1 <<SQL | awk '/^Time/ {t += $2} END {printf "drop of %s (%s rows): %.1f ms\n", "'"$day"'", "'"$rows"'", t}'
 \timing on
 begin;
 set local house_price.retention = 'on';

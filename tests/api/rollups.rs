@@ -58,7 +58,8 @@ pub(crate) async fn assert_rollups_match_the_raw_rows(pool: &PgPool) {
         }
     }
 
-    let bins = "select hour, model_name, model_version, metric, bin, n from histogram_hourly order by 1, 2, 3, 4, 5";
+    let bins = "select hour, model_name, model_version, metric, first_bin + ord::int - 1, n
+           from histogram_hourly, unnest(counts) with ordinality e(n, ord) where n <> 0 order by 1, 2, 3, 4, 5";
     let raw_bins = "select hour, model_name, model_version, metric, bin, count(*) from (
             select date_trunc('hour', created_at, 'UTC') as hour, model_name, model_version, 'latency_us' as metric,
                    histogram_bin(latency_us) as bin from prediction_log
