@@ -110,11 +110,16 @@ select date_trunc('hour', l.created_at, 'UTC'), l.model_name, l.model_version, r
   join model_references r on r.model_name = l.model_name and r.model_version = l.model_version
  where l.status = 'ok' and (r.feature = '_price' or l.features ? r.feature)
  group by 1, 2, 3, 4, 5;
+-- A shadow model priced a tenth of gradient-boosting's answers (written by UPDATE, as the shadow
+-- scorer does: the shadow rollups count updates).
+update prediction_log set shadow_price = price * (0.9 + random() * 0.2), shadow_model_name = 'baseline-linear',
+                          shadow_model_version = '1.0.0', shadow_scored_at = created_at
+ where status = 'ok' and model_name = 'gradient-boosting' and request_id like '%0' and shadow_price is null;
 -- 1 % of the predictions get a sale price (through the outcome trigger, as recordOutcome does).
 insert into prediction_outcomes (prediction_id, prediction_created_at, actual_price)
 select id, created_at, price * (0.8 + random() * 0.4) from prediction_log
  where status = 'ok' and request_id like '%00' and not exists (select 1 from prediction_outcomes o where o.prediction_id = prediction_log.id);
-vacuum analyze;
+analyze;
 SQL
   start_server
   echo "== reads at $(rows_now) rows (client wall time, 100 runs each)"
