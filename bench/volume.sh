@@ -48,7 +48,9 @@ stop_server
 
 rows_now() { psql "$URL" -At -c "select count(*) from prediction_log"; }
 
-# One million generated rows, created over the last 7 days, shaped like the service's: 97 % ok,
+# One million generated rows, in time order (as the service appends them): chunk $1 of $CHUNKS covers
+# every $CHUNKS-th minute of the last 7 days (so every size covers the whole week, and an hour's rows
+# lie in a few contiguous runs), shaped like the service's: 97 % ok,
 # 2 % rejected, 1 % failed; 70 % gradient-boosting (20 features), 30 % baseline-linear (3);
 # UUIDv7 ids carrying their created_at (so prediction(id:) prunes as for real rows).
 generate_million() {
@@ -76,7 +78,10 @@ generate_million() {
              when s = 'ok' then jsonb_build_object('squareFeet', sq, 'bedrooms', bed, 'bathrooms', bath) end,
            '[]'::jsonb
       from generate_series(1, 1000000) g,
-           lateral (select now() - random() * interval '7 days' as t, replace(gen_random_uuid()::text, '-', '') as r,
+           lateral (select g / 1000000.0 * (10080.0 / $CHUNKS) as p) q,
+           lateral (select now() - interval '7 days'
+                             + (($1 - 1) + $CHUNKS * floor(q.p) + (q.p - floor(q.p))) * interval '1 minute' as t,
+                           replace(gen_random_uuid()::text, '-', '') as r,
                            case when g % 100 < 97 then 'ok' when g % 100 < 99 then 'rejected' else 'failed' end as s,
                            case when g % 10 < 7 then 'gradient-boosting' else 'baseline-linear' end as m,
                            600 + random() * 2600 as sq, 1 + floor(random() * 4)::int as bed,
@@ -87,6 +92,7 @@ generate_million() {
         price, model_name, model_version, latency_us, imputed_features, features, warnings) from stdin"
 }
 
+CHUNKS=$(tr ' ' '\n' <<<"$SIZES" | sort -n | tail -1)
 psql "$URL" -q -v ON_ERROR_STOP=1 -c "select ensure_prediction_log_partition(((now() - d * interval '1 day') at time zone 'UTC')::date) from generate_series(0, 8) d" >/dev/null
 filled=0
 for size in $SIZES; do

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod drift;
 pub mod evaluator;
+pub mod histogram;
 pub mod outcomes;
 pub mod performance;
 pub mod references;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::histogram::{Histogram, histogram_value};
 use super::performance::Bucket;
 
 /// Requests in one time bucket.
@@ -115,8 +116,8 @@ pub async fn buckets(
                 rejected: t.rejected,
                 failed: t.failed,
                 errors: Vec::new(),
-                latency_p50_us: histogram.and_then(|h| h.percentile(0.5)),
-                latency_p99_us: histogram.and_then(|h| h.percentile(0.99)),
+                latency_p50_us: histogram.and_then(|h| h.percentile_bin(0.5)).map(histogram_value),
+                latency_p99_us: histogram.and_then(|h| h.percentile_bin(0.99)).map(histogram_value),
             }
         })
         .collect();
@@ -141,63 +142,4 @@ struct TotalRow {
     ok: i64,
     rejected: i64,
     failed: i64,
-}
-
-/// Merged `histogram_hourly` rows: the count of each bin (`histogram_bin` in SQL).
-#[derive(Debug, Default)]
-struct Histogram {
-    bins: BTreeMap<i32, i64>,
-}
-
-impl Histogram {
-    /// Adds a row: `counts[i]` is the count of bin `first_bin + i`.
-    fn add(&mut self, first_bin: i32, counts: &[i64]) {
-        for (bin, &n) in (first_bin..).zip(counts) {
-            if n != 0 {
-                *self.bins.entry(bin).or_default() += n;
-            }
-        }
-    }
-
-    /// The nearest-rank percentile `q`, as the value its bin stands for; `None` when empty.
-    /// The same rule as `traffic_buckets` in SQL (the views), so both give the same numbers.
-    fn percentile(&self, q: f64) -> Option<f64> {
-        let total: i64 = self.bins.values().sum();
-        #[allow(clippy::cast_precision_loss)] // counts stay far below 2^53
-        let rank = (q * total as f64).ceil();
-        let mut cumulative = 0;
-        for (&bin, &n) in &self.bins {
-            cumulative += n;
-            #[allow(clippy::cast_precision_loss)]
-            if cumulative as f64 >= rank && total > 0 {
-                return Some(histogram_value(bin));
-            }
-        }
-        None
-    }
-}
-
-/// The value a histogram bin stands for (its geometric midpoint): SQL's `histogram_value`.
-fn histogram_value(bin: i32) -> f64 {
-    if bin <= 0 { 1.0 } else { 2f64.powf((f64::from(bin) - 0.5) / 16.0) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_are_nearest_rank_over_merged_bins() {
-        let mut h = Histogram::default();
-        h.add(10, &[1, 0, 2]); // bins 10, 12
-        h.add(11, &[1, 0, 0, 6]); // bins 11, 14
-        // 10 values: ranks 1 (bin 10), 2 (11), 3-4 (12), 5-10 (14).
-        assert_eq!(h.percentile(0.1), Some(histogram_value(10)));
-        assert_eq!(h.percentile(0.3), Some(histogram_value(12)));
-        assert_eq!(h.percentile(0.5), Some(histogram_value(14)));
-        assert_eq!(h.percentile(0.99), Some(histogram_value(14)));
-        assert_eq!(Histogram::default().percentile(0.5), None);
-        assert_eq!(histogram_value(0), 1.0);
-        assert!((histogram_value(16) / 2f64.powf(15.5 / 16.0) - 1.0).abs() < 1e-15);
-    }
 }

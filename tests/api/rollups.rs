@@ -126,7 +126,9 @@ pub(crate) async fn assert_rollups_match_the_raw_rows(pool: &PgPool) {
         }
     }
     let rolled: Vec<(chrono::DateTime<chrono::Utc>, String, i32, i64)> = sqlx::query_as(
-        "select hour, model_name, bin, sum(n)::int8 from shadow_difference_hourly group by 1, 2, 3 having sum(n) <> 0 order by 1, 2, 3",
+        "select hour, model_name, first_bin + ord::int - 1, sum(n)::int8
+           from shadow_difference_hourly, unnest(counts) with ordinality e(n, ord)
+          group by 1, 2, 3 having sum(n) <> 0 order by 1, 2, 3",
     )
     .fetch_all(pool)
     .await
@@ -270,11 +272,36 @@ async fn the_shadow_comparison_equals_a_recomputation_from_the_raw_rows(pool: Pg
     assert!(close(corr, exact_corr, 1e-9), "correlation {corr} vs {exact_corr}");
 
     let body = app
-        .graphql("{ shadowComparison(bucket: HOUR) { predictions meanDifference medianDifference correlation shadowModelName } }", json!({}))
+        .graphql(
+            "{ shadowComparison(bucket: HOUR) { start predictions meanDifference meanAbsDifference
+                    meanAbsRelativeDifference medianDifference correlation shadowModelName } }",
+            json!({}),
+        )
         .await;
     let buckets = body["data"]["shadowComparison"].as_array().unwrap_or_else(|| panic!("{body}"));
     assert_eq!(buckets.iter().map(|b| b["predictions"].as_i64().unwrap()).sum::<i64>(), 30, "{body}");
     assert!(buckets.iter().all(|b| b["shadowModelName"] == "gradient-boosting"), "{body}");
+    // The API merges the histograms itself: the same numbers as the SQL function behind the view.
+    for b in buckets {
+        let start: chrono::DateTime<chrono::Utc> = b["start"].as_str().unwrap().parse().unwrap();
+        let sql: (i64, f64, f64, f64, f64, f64) = sqlx::query_as(
+            "select predictions, mean_difference, mean_abs_difference, mean_abs_relative_difference, median_difference, correlation
+               from shadow_buckets('hour', $1, $1 + interval '1 hour')",
+        )
+        .bind(start)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!((b["predictions"].as_i64(), b["medianDifference"].as_f64()), (Some(sql.0), Some(sql.4)), "{b}");
+        for (api, sql) in [
+            ("meanDifference", sql.1),
+            ("meanAbsDifference", sql.2),
+            ("meanAbsRelativeDifference", sql.3),
+            ("correlation", sql.5),
+        ] {
+            assert!(close(b[api].as_f64().unwrap(), sql, 1e-12), "{api}: {b} vs {sql}");
+        }
+    }
 }
 
 /// Rows logged before the rollups existed are rolled up by the migration that adds them.

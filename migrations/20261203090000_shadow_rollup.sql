@@ -56,9 +56,9 @@ create table shadow_difference_hourly (
     model_version        text not null,
     shadow_model_name    text not null,
     shadow_model_version text not null,
-    bin                  integer not null,
-    n                    bigint not null,
-    primary key (model_name, model_version, shadow_model_name, shadow_model_version, hour, bin)
+    first_bin            integer not null,
+    counts               int8[] not null,
+    primary key (model_name, model_version, shadow_model_name, shadow_model_version, hour)
 );
 comment on table shadow_difference_hourly is 'Rollup of prediction_log: histogram of shadow_price - price per hour, model version and shadow model version.';
 comment on column shadow_difference_hourly.hour is 'UTC hour of the rows'' created_at.';
@@ -66,8 +66,8 @@ comment on column shadow_difference_hourly.model_name is 'Answering model name.'
 comment on column shadow_difference_hourly.model_version is 'Answering model version.';
 comment on column shadow_difference_hourly.shadow_model_name is 'Shadow model name.';
 comment on column shadow_difference_hourly.shadow_model_version is 'Shadow model version.';
-comment on column shadow_difference_hourly.bin is 'shadow_difference_bin(shadow_price - price).';
-comment on column shadow_difference_hourly.n is 'Rows in the bin.';
+comment on column shadow_difference_hourly.first_bin is 'shadow_difference_bin of counts[1]; counts[i] is the count of bin first_bin + i - 1.';
+comment on column shadow_difference_hourly.counts is 'Rows per shadow_difference_bin(shadow_price - price), from first_bin on (as histogram_hourly).';
 
 -- Takes out the old values of updated rows that had a shadow price and adds the new ones.
 create function rollup_shadow_prices() returns trigger
@@ -113,15 +113,24 @@ begin
                shadow_difference_bin(shadow_price - price), 1
           from new_rows where status = 'ok' and price is not null and shadow_price is not null
     )
+    , binned as (
+        select date_trunc('hour', created_at, 'UTC') as hour, model_name, model_version, shadow_model_name,
+               shadow_model_version, bin, sum(sign) as n
+          from v group by 1, 2, 3, 4, 5, 6
+    ), keyed as (
+        select hour, model_name, model_version, shadow_model_name, shadow_model_version,
+               min(bin) as lo, max(bin) as hi, jsonb_object_agg(bin, n) as ns
+          from binned group by 1, 2, 3, 4, 5
+    )
     insert into shadow_difference_hourly as h (hour, model_name, model_version, shadow_model_name,
-                                               shadow_model_version, bin, n)
-    select date_trunc('hour', created_at, 'UTC'), model_name, model_version, shadow_model_name,
-           shadow_model_version, bin, sum(sign)
-      from v
-     group by 1, 2, 3, 4, 5, 6
-     order by 2, 3, 4, 5, 1, 6
-    on conflict (model_name, model_version, shadow_model_name, shadow_model_version, hour, bin) do update
-       set n = h.n + excluded.n;
+                                               shadow_model_version, first_bin, counts)
+    select hour, model_name, model_version, shadow_model_name, shadow_model_version, lo,
+           (select array_agg(coalesce((ns ->> i::text)::int8, 0) order by i) from generate_series(lo, hi) i)
+      from keyed
+     order by 2, 3, 4, 5, 1
+    on conflict (model_name, model_version, shadow_model_name, shadow_model_version, hour) do update
+       set (first_bin, counts) = (select m.first_bin, m.counts
+                                    from histogram_merge(h.first_bin, h.counts, excluded.first_bin, excluded.counts) m);
     return null;
 end
 $$;
@@ -140,12 +149,22 @@ select date_trunc('hour', created_at, 'UTC'), model_name, model_version, shadow_
   from prediction_log
  where status = 'ok' and price is not null and shadow_price is not null
  group by 1, 2, 3, 4, 5;
-insert into shadow_difference_hourly (hour, model_name, model_version, shadow_model_name, shadow_model_version, bin, n)
-select date_trunc('hour', created_at, 'UTC'), model_name, model_version, shadow_model_name, shadow_model_version,
-       shadow_difference_bin(shadow_price - price), count(*)
-  from prediction_log
- where status = 'ok' and price is not null and shadow_price is not null
- group by 1, 2, 3, 4, 5, 6;
+with binned as (
+    select date_trunc('hour', created_at, 'UTC') as hour, model_name, model_version, shadow_model_name,
+           shadow_model_version, shadow_difference_bin(shadow_price - price) as bin, count(*) as n
+      from prediction_log
+     where status = 'ok' and price is not null and shadow_price is not null
+     group by 1, 2, 3, 4, 5, 6
+), keyed as (
+    select hour, model_name, model_version, shadow_model_name, shadow_model_version,
+           min(bin) as lo, max(bin) as hi, jsonb_object_agg(bin, n) as ns
+      from binned group by 1, 2, 3, 4, 5
+)
+insert into shadow_difference_hourly (hour, model_name, model_version, shadow_model_name, shadow_model_version,
+                                      first_bin, counts)
+select hour, model_name, model_version, shadow_model_name, shadow_model_version, lo,
+       (select array_agg(coalesce((ns ->> i::text)::int8, 0) order by i) from generate_series(lo, hi) i)
+  from keyed;
 
 -- Champion vs shadow per bucket, from the rollups: the shadowComparison query and the view.
 create function shadow_buckets(
@@ -170,13 +189,13 @@ language sql stable parallel safe as $$
         having sum(s.predictions) > 0
     ), h as (
         select date_trunc(p_unit, h.hour, 'UTC') as start, h.model_name, h.model_version,
-               h.shadow_model_name, h.shadow_model_version, h.bin, sum(h.n) as n
-          from shadow_difference_hourly h
+               h.shadow_model_name, h.shadow_model_version, h.first_bin + e.ord::int - 1 as bin, sum(e.n) as n
+          from shadow_difference_hourly h, unnest(h.counts) with ordinality e(n, ord)
          where (p_model_name is null or h.model_name = p_model_name)
            and (p_model_version is null or h.model_version = p_model_version)
-           and h.hour >= date_trunc('hour', p_from, 'UTC') and h.hour < p_to
+           and h.hour >= date_trunc('hour', p_from, 'UTC') and h.hour < p_to and e.n <> 0
          group by 1, 2, 3, 4, 5, 6
-        having sum(h.n) > 0
+        having sum(e.n) > 0
     ), c as (
         select h.*, sum(h.n) over w as cumulative,
                sum(h.n) over (partition by h.start, h.model_name, h.model_version, h.shadow_model_name, h.shadow_model_version) as total
