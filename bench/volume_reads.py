@@ -80,6 +80,8 @@ cases = [
     ("history: status REJECTED", PAGE, {"filter": {"status": "REJECTED"}}),
     ("history: status FAILED, 3 days back", PAGE, {"filter": {"status": "FAILED", "to": ago(days=3)}}),
     ("history: model name + version", PAGE, {"filter": {"modelName": "baseline-linear", "modelVersion": "1.0.0"}}),
+    ("history: a model with no rows (none)", PAGE, {"filter": {"modelName": "ridge-log"}}),
+    ("history: requestId with no rows (none)", PAGE, {"filter": {"requestId": "no-such-request"}}),
     ("history: from/to window 3 days back", PAGE, {"filter": {"from": ago(days=3, hours=1), "to": ago(days=3)}}),
     ("history: requestId", PAGE, {"filter": {"requestId": some["requestId"]}}),
     ("history: price > 10 M USD in 1 h (none)", PAGE, {"filter": {"minPrice": 1e7, "from": iso(hour_from), "to": iso(hour_to)}}),
