@@ -153,15 +153,25 @@ select relname, pg_size_pretty(pg_total_relation_size(oid)), (select reltuples::
   from pg_class c where relname in ('traffic_hourly', 'histogram_hourly', 'accuracy_hourly', 'drift_counts', 'shadow_hourly', 'shadow_difference_hourly') order by 1;
 SQL
 
-echo "== dropping the oldest day as retention does (outcomes of the day, detach, drop; one transaction)"
+echo "== dropping the oldest day as retention does (src/log/partitions.rs drop_day), under load"
 day=$(psql "$URL" -At -c "select min(created_at)::date from prediction_log")
-rows=$(psql "$URL" -At -c "select count(*) from prediction_log where created_at >= '$day' and created_at < '$day'::date + 1")
-psql "$URL" -q -v ON_ERROR_STOP=1 <<SQL | awk '/^Time/ {t += $2} END {printf "drop of %s (%s rows): %.1f ms\n", "'"$day"'", "'"$rows"'", t}'
+part=prediction_log_p$(date -d "$day" +%Y%m%d)
+rows=$(psql "$URL" -At -c "select count(*) from $part")
+start_server
+taskset -c 1 wrk -t1 -c16 -d20s --latency -s bench/predict.lua "http://127.0.0.1:$PORT/graphql" >bench/out/volume-drop-wrk.txt &
+WRK=$!
+sleep 5
+psql "$URL" -q -v ON_ERROR_STOP=1 <<SQL | awk '/^Time/ {print "   " $2 " ms"}'
 \timing on
 begin;
 set local house_price.retention = 'on';
 delete from prediction_outcomes where prediction_created_at >= '$day' and prediction_created_at < '$day'::date + 1;
-alter table prediction_log detach partition prediction_log_p$(date -d "$day" +%Y%m%d);
-drop table prediction_log_p$(date -d "$day" +%Y%m%d);
 commit;
+alter table prediction_log detach partition $part concurrently;
+drop table $part;
 SQL
+wait $WRK
+echo "   (outcomes delete + commit, DETACH CONCURRENTLY, DROP) of $day, $rows rows; the load meanwhile:"
+grep -E "Requests/sec|99%|Max" bench/out/volume-drop-wrk.txt | sed 's/^/   /'
+curl -s "http://127.0.0.1:$PORT/metrics" | grep -E "^prediction_log_rows_spooled_total" | sed 's/^/   /' || true
+stop_server

@@ -53,9 +53,13 @@ pub async fn ensure(conn: &mut PgConnection, day: NaiveDate) -> sqlx::Result<()>
 
 /// The UTC days that have a partition, oldest first.
 pub async fn days(pool: &PgPool) -> sqlx::Result<Vec<NaiveDate>> {
+    // By name, not by pg_inherits: a partition detached by a run that died before its DROP is
+    // still found (and dropped) by the next.
     let names: Vec<String> = sqlx::query_scalar(
-        "select c.relname::text from pg_inherits i join pg_class c on c.oid = i.inhrelid
-          where i.inhparent = 'prediction_log'::regclass order by 1",
+        "select relname::text from pg_class
+          where relkind = 'r' and relnamespace = current_schema()::regnamespace
+            and relname ~ '^prediction_log_p[0-9]{8}$'
+          order by 1",
     )
     .fetch_all(pool)
     .await?;
@@ -65,8 +69,13 @@ pub async fn days(pool: &PgPool) -> sqlx::Result<Vec<NaiveDate>> {
         .collect())
 }
 
-/// Drops the partition of `day` and the outcomes of its predictions, in one transaction. The
-/// rollups keep their counts and sums (the outcome trigger is told it is retention).
+/// Drops the partition of `day` and the outcomes of its predictions without blocking the log's
+/// inserts: the outcomes are deleted first (the rollups keep their sums: the outcome trigger is
+/// told it is retention), then the partition is detached CONCURRENTLY (the insert path keeps
+/// writing; a plain DETACH would lock the whole log while PostgreSQL checks the outcomes' foreign
+/// key, long enough to send batches to the spool), then the detached table is dropped. Each step
+/// is idempotent: a run that died half-way is finished by the next (a detach left pending is
+/// FINALIZEd, a detached table is still found by name).
 pub async fn drop_day(pool: &PgPool, day: NaiveDate) -> sqlx::Result<()> {
     let start = day.and_time(chrono::NaiveTime::MIN).and_utc();
     let mut tx = pool.begin().await?;
@@ -76,19 +85,27 @@ pub async fn drop_day(pool: &PgPool, day: NaiveDate) -> sqlx::Result<()> {
         .bind(start + TimeDelta::days(1))
         .execute(&mut *tx)
         .await?;
-    let name: String =
-        sqlx::query_scalar("select prediction_log_partition_name($1)").bind(day).fetch_one(&mut *tx).await?;
-    let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null").bind(&name).fetch_one(&mut *tx).await?;
-    if exists {
-        // Detached first: the outcomes' foreign key refers to the partitioned table, and is
-        // checked (no outcome is left for the day) as the partition leaves it. The name comes from
-        // the SQL function (digits only), never from a client.
-        sqlx::query(sqlx::AssertSqlSafe(format!("alter table prediction_log detach partition \"{name}\"")))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("drop table \"{name}\""))).execute(&mut *tx).await?;
+    tx.commit().await?;
+    let name: String = sqlx::query_scalar("select prediction_log_partition_name($1)").bind(day).fetch_one(pool).await?;
+    // None: not a partition (any more); Some(pending): attached, or detached half-way.
+    let attached: Option<bool> = sqlx::query_scalar(
+        "select i.inhdetachpending from pg_inherits i where i.inhrelid = to_regclass($1) and i.inhparent = 'prediction_log'::regclass",
+    )
+    .bind(&name)
+    .fetch_optional(pool)
+    .await?;
+    // The name comes from the SQL function (digits only), never from a client. DETACH
+    // CONCURRENTLY cannot run in a transaction block: each statement runs on its own.
+    let detach = match attached {
+        Some(false) => Some(format!("alter table prediction_log detach partition \"{name}\" concurrently")),
+        Some(true) => Some(format!("alter table prediction_log detach partition \"{name}\" finalize")),
+        None => None,
+    };
+    if let Some(detach) = detach {
+        sqlx::query(sqlx::AssertSqlSafe(detach)).execute(pool).await?;
     }
-    tx.commit().await
+    sqlx::query(sqlx::AssertSqlSafe(format!("drop table if exists \"{name}\""))).execute(pool).await?;
+    Ok(())
 }
 
 /// One maintenance pass at `now`: partitions from yesterday to [`DAYS_AHEAD`] days ahead, and with

@@ -116,4 +116,15 @@ async fn retention_drops_whole_old_days_and_the_rollups_keep_their_history(pool:
     assert!(!days.contains(&two_days_ago));
     // Running it again changes nothing.
     assert!(partitions::maintain(&pool, Utc::now(), 2).await.unwrap().is_empty());
+
+    // A run that died between its DETACH and its DROP left a detached table: the next one drops it.
+    let old_day = (Utc::now() - TimeDelta::days(5)).date_naive();
+    sqlx::query("select ensure_prediction_log_partition($1)").bind(old_day).execute(&pool).await.unwrap();
+    let name = format!("prediction_log_p{}", old_day.format("%Y%m%d"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("alter table prediction_log detach partition {name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(partitions::maintain(&pool, Utc::now(), 2).await.unwrap(), [old_day]);
+    assert_eq!(count(&pool, &format!("select count(*) from pg_class where relname = '{name}'")).await, 0);
 }
