@@ -27,8 +27,11 @@ pub mod defaults {
     pub const LISTEN_ADDR: &str = "127.0.0.1:8000";
     /// Root of `<name>/<version>/` model directories.
     pub const MODEL_DIR: &str = "models";
-    /// Model answering requests that do not choose one.
-    pub const DEFAULT_MODEL: &str = "baseline-linear";
+    /// Model answering requests that choose none and send optional features: the most accurate.
+    pub const DEFAULT_MODEL: &str = "price-blend";
+    /// Model answering requests that choose none and send only the three required inputs (the
+    /// seed's shape, and the REST route's): the best model of those three.
+    pub const THREE_INPUT_MODEL: &str = "three-input-boosting";
     /// Connections in the service pool (history, monitoring, readiness, shadow prices). The log
     /// writer has its own `LOG_WRITER_CONCURRENCY + 1` on top. PostgreSQL's default
     /// max_connections is 100.
@@ -214,9 +217,14 @@ pub struct AppConfig {
     /// Root directory of `<name>/<version>/{card.json,model.postcard}`.
     #[arg(long, env = "MODEL_DIR", default_value = defaults::MODEL_DIR)]
     pub model_dir: PathBuf,
-    /// `name` (highest version) or `name@version` of the model used by default.
+    /// `name` (highest version) or `name@version` of the model that prices requests that choose
+    /// none and send any optional feature (and every such request when THREE_INPUT_MODEL is empty).
     #[arg(long, env = "DEFAULT_MODEL", default_value = defaults::DEFAULT_MODEL)]
     pub default_model: String,
+    /// The model that prices requests that choose none and send only `squareFeet`, `bedrooms`
+    /// and `bathrooms` (the REST route's shape). Empty: DEFAULT_MODEL prices them too.
+    #[arg(long, env = "THREE_INPUT_MODEL", default_value = defaults::THREE_INPUT_MODEL)]
+    pub three_input_model: String,
     /// `name` or `name@version` of a shadow model that also scores every accepted prediction off the
     /// response path (its price is stored next to the answer). Unset: no shadow scoring.
     #[arg(long, env = "SHADOW_MODEL")]
@@ -252,6 +260,15 @@ pub struct AppConfig {
 }
 
 impl AppConfig {
+    /// The configured model roles.
+    pub fn model_roles(&self) -> crate::model::ModelRoles {
+        crate::model::ModelRoles {
+            default: self.default_model.clone(),
+            three_input: Some(self.three_input_model.clone()).filter(|m| !m.is_empty()),
+            shadow: self.shadow_model.clone(),
+        }
+    }
+
     /// [`Self::event_poll_ms`] as a duration.
     pub fn event_poll(&self) -> Duration {
         Duration::from_millis(self.event_poll_ms.max(1))
@@ -262,6 +279,7 @@ impl AppConfig {
         Self {
             model_dir: model_dir.into(),
             default_model: defaults::DEFAULT_MODEL.to_owned(),
+            three_input_model: defaults::THREE_INPUT_MODEL.to_owned(),
             shadow_model: None,
             api_keys: Vec::new(),
             max_body_bytes: defaults::MAX_BODY_BYTES,

@@ -75,7 +75,7 @@ impl Application {
                 config.limits.max_rows_per_request
             );
         }
-        let models = ModelRegistry::load(&config.model_dir, &config.default_model, config.shadow_model.as_deref())
+        let models = ModelRegistry::load(&config.model_dir, config.model_roles())
             .with_context(|| format!("cannot load the models in {}", config.model_dir.display()))?;
         let api_keys = ApiKeys::parse(&config.api_keys).context("invalid API_KEYS")?;
         let set = models.snapshot();

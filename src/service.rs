@@ -208,6 +208,12 @@ pub struct Prediction {
     pub imputed_features: Vec<String>,
     /// Out-of-range values and unseen labels, as stored with the row.
     pub warnings: Vec<PredictionWarning>,
+    /// The error model's estimate of `|actual - price|`, USD.
+    pub estimated_error: Option<f64>,
+    /// The model that priced it: intervals at other levels and contributions are computed from it.
+    pub model: Arc<LoadedModel>,
+    /// The validated input, for contributions.
+    pub house: HouseFeatures,
 }
 
 /// The result of one item: its answer, or the error the client gets for it.
@@ -256,17 +262,17 @@ impl AppState {
     ) -> Result<Vec<ItemOutcome>, AppError> {
         // Refused before anything is scored or logged: the cap is what bounds a request's rows.
         meta.claim_rows(items.len(), self.config.limits.max_rows_per_request)?;
-        // One snapshot for the whole request: a concurrent reload does not change its model.
+        // One snapshot for the whole request: a concurrent reload does not change its models.
         let set = self.models.snapshot();
-        let model = match Self::choose_model(&set, model, "model") {
-            Ok(model) => model,
+        let explicit = match model.map(|spec| Self::choose_model(&set, Some(spec), "model")).transpose() {
+            Ok(explicit) => explicit,
             Err(err) => {
                 let rows = items.into_iter().map(|i| (i.path.index(), i.raw_input)).collect();
                 // Already counted against MAX_ROWS_PER_REQUEST above.
                 return Err(self.log_rejection(meta, err, rows).await);
             }
         };
-        // Plausibility first, then score every valid item in one matrix call.
+        // Plausibility first, then score every valid item, one matrix call per model.
         let checked: Vec<Result<HouseFeatures, AppError>> = items
             .iter()
             .map(|item| {
@@ -277,20 +283,28 @@ impl AppState {
                 Ok(features.clone())
             })
             .collect();
-        let valid: Vec<&HouseFeatures> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
-        let mut scores = model.score(&valid).into_iter();
+        // Each item's model: the one the request chose, else the one its shape routes to.
+        let models: Vec<Arc<LoadedModel>> = items
+            .iter()
+            .map(|item| match (&explicit, &item.features) {
+                (Some(model), _) => model.clone(),
+                (None, Ok(house)) => set.route(house).clone(),
+                (None, Err(_)) => set.default_model().clone(),
+            })
+            .collect();
+        let mut scores = score_by_model(&models, &checked);
 
         let latency_us = meta.latency_us();
         let mut outcomes = Vec::with_capacity(items.len());
         let mut records = Vec::with_capacity(items.len());
-        for (item, checked) in items.into_iter().zip(checked) {
+        for (((item, checked), model), score) in items.into_iter().zip(checked).zip(models).zip(scores.iter_mut()) {
             let mut record = new_record(meta, Some(&model), item.path.index(), item.raw_input, latency_us);
             if let Ok(house) = &item.features {
                 record.square_feet = Some(house.square_feet);
                 record.bedrooms = i32::try_from(house.bedrooms).ok();
                 record.bathrooms = Some(house.bathrooms);
             }
-            let outcome = checked.and_then(|house| match scores.next() {
+            let outcome = checked.and_then(|house| match score.take() {
                 Some(Ok(scored)) => {
                     // PostgreSQL cannot store U+0000, and the answer says what the row says.
                     let warnings: Vec<PredictionWarning> =
@@ -301,7 +315,10 @@ impl AppState {
                     record.warnings = serde_json::to_value(&warnings).unwrap_or_default();
                     record.imputed_features.clone_from(&imputed);
                     record.drift_bins = scored.drift_bins;
-                    record.house = Some(house);
+                    record.interval_low = scored.interval.map(|i| i.low);
+                    record.interval_high = scored.interval.map(|i| i.high);
+                    record.estimated_error = scored.estimated_error;
+                    record.house = Some(house.clone());
                     Ok(Prediction {
                         id: record.id,
                         request_id: record.request_id.clone(),
@@ -312,6 +329,9 @@ impl AppState {
                         latency_us,
                         imputed_features: imputed,
                         warnings,
+                        estimated_error: scored.estimated_error,
+                        model: model.clone(),
+                        house,
                     })
                 }
                 Some(Err(ScoreError::Invalid(e))) => {
@@ -448,6 +468,26 @@ impl AppState {
     }
 }
 
+/// Scores each valid item with its model: one matrix call per distinct model. `None` for the
+/// invalid items.
+fn score_by_model(
+    models: &[Arc<LoadedModel>],
+    checked: &[Result<HouseFeatures, AppError>],
+) -> Vec<Option<Result<crate::model::Scored, ScoreError>>> {
+    let mut scores: Vec<Option<Result<crate::model::Scored, ScoreError>>> = checked.iter().map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..checked.len()).filter(|&i| checked[i].is_ok()).collect();
+    while let Some(&first) = pending.first() {
+        let model = &models[first];
+        let (group, rest): (Vec<usize>, Vec<usize>) = pending.into_iter().partition(|&i| Arc::ptr_eq(&models[i], model));
+        let houses: Vec<&HouseFeatures> = group.iter().filter_map(|&i| checked[i].as_ref().ok()).collect();
+        for (&i, score) in group.iter().zip(model.score(&houses)) {
+            scores[i] = Some(score);
+        }
+        pending = rest;
+    }
+    scores
+}
+
 /// A row for `model` answering (or refusing) an item of `meta`'s request; status `ok` until
 /// [`record_error`] says otherwise.
 fn new_record(
@@ -485,6 +525,9 @@ fn new_record(
         shadow_model_name: None,
         shadow_model_version: None,
         warnings: serde_json::json!([]),
+        interval_low: None,
+        interval_high: None,
+        estimated_error: None,
         house: None,
         drift_bins: Vec::new(),
     }
@@ -507,6 +550,9 @@ fn record_error(record: &mut PredictionRecord, err: &AppError) {
     record.drift_bins.clear();
     record.warnings = serde_json::json!([]);
     record.imputed_features.clear();
+    record.interval_low = None;
+    record.interval_high = None;
+    record.estimated_error = None;
     record.error_code = Some(err.code().to_owned());
     record.error_field = err.field().map(|f| without_nul_str(f.to_owned()));
     record.error_message = Some(without_nul_str(err.to_string()));

@@ -94,6 +94,12 @@ pub struct PredictionRecord {
     pub shadow_model_version: Option<String>,
     /// Warnings returned with the prediction (`[{"feature", "kind", "message"}]`).
     pub warnings: serde_json::Value,
+    /// Lower bound of the 90 % prediction interval served, USD.
+    pub interval_low: Option<f64>,
+    /// Upper bound of the 90 % prediction interval served, USD.
+    pub interval_high: Option<f64>,
+    /// The error model's estimate of `|actual - price|`, USD.
+    pub estimated_error: Option<f64>,
     /// The parsed input, kept in memory for shadow scoring; not a column (rows drained from the
     /// spool are not shadow-scored).
     #[sqlx(skip)]
@@ -176,6 +182,9 @@ inserted_columns! {
     imputed_features: "text" as "string_to_array(imputed_features, ',')" => |r| r.imputed_features.join(","),
     features: "jsonb" => |r| r.features.as_ref(),
     warnings: "jsonb" => |r| &r.warnings,
+    interval_low: "float8" => |r| r.interval_low,
+    interval_high: "float8" => |r| r.interval_high,
+    estimated_error: "float8" => |r| r.estimated_error,
 }
 
 /// Columns of `prediction_log` written by other statements or by the database itself; with
@@ -233,6 +242,9 @@ pub(crate) fn sample(n: i32) -> PredictionRecord {
         shadow_model_name: None,
         shadow_model_version: None,
         warnings: serde_json::json!([{ "feature": "squareFeet", "kind": "out_of_range", "message": "m" }]),
+        interval_low: Some(150_000.0),
+        interval_high: Some(250_000.0),
+        estimated_error: Some(20_000.0),
         house: None,
         drift_bins: vec![("squareFeet", 4), ("bedrooms", 2)],
     }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use smartcore::linalg::basic::arrays::Array;
 use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::linear_regression::LinearRegression;
 use smartcore::linear::ridge_regression::RidgeRegression;
@@ -17,7 +18,7 @@ use super::features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
 
 /// Bumped whenever the envelope's encoding changes, so old artifacts fail loudly instead of
 /// decoding into garbage.
-pub const ARTIFACT_FORMAT: u32 = 2;
+pub const ARTIFACT_FORMAT: u32 = 3;
 
 /// smartcore ordinary least squares on dense f64 rows.
 pub type LinearModel = LinearRegression<f64, f64, DenseMatrix<f64>, Vec<f64>>;
@@ -35,6 +36,38 @@ pub enum Estimator {
     Ridge(RidgeModel),
     /// Gradient-boosted regression trees.
     Boosted(BoostedModel),
+    /// A weighted sum of estimators fitted on the same columns and target (weights sum to 1).
+    Blend(Vec<BlendPart>),
+}
+
+/// One member of an [`Estimator::Blend`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BlendPart {
+    /// Its weight.
+    pub weight: f64,
+    /// The member.
+    pub estimator: Estimator,
+}
+
+impl Estimator {
+    /// Raw outputs (on the target's scale: `ln(price)` for log models) of each row of `x`.
+    pub fn predict(&self, x: &DenseMatrix<f64>) -> Result<Vec<f64>, ArtifactError> {
+        let failed = |e: smartcore::error::Failed| ArtifactError::Predict(e.to_string());
+        match self {
+            Estimator::Linear(m) => m.predict(x).map_err(failed),
+            Estimator::Ridge(m) => m.predict(x).map_err(failed),
+            Estimator::Boosted(m) => m.predict(x).map_err(failed),
+            Estimator::Blend(parts) => {
+                let mut sum = vec![0.0; x.shape().0];
+                for part in parts {
+                    for (s, p) in sum.iter_mut().zip(part.estimator.predict(x)?) {
+                        *s += part.weight * p;
+                    }
+                }
+                Ok(sum)
+            }
+        }
+    }
 }
 
 /// How one input feature becomes model columns.
@@ -93,6 +126,9 @@ pub struct Pipeline {
     pub log_target: bool,
     /// The fitted estimator.
     pub estimator: Estimator,
+    /// Estimates `|actual - price|` (USD) from the encoded row followed by the price: see
+    /// [`crate::model::card::ErrorModelInfo`].
+    pub error_model: Estimator,
 }
 
 /// One house, encoded for the estimator.
@@ -145,6 +181,36 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Encoder {
+    /// The typical house encoded: every column at its imputation value.
+    pub fn baseline_row(&self) -> Vec<f64> {
+        let mut row = Vec::new();
+        for column in &self.columns {
+            match column {
+                Column::Numeric { impute, log1p, .. } => row.push(if *log1p { impute.max(0.0).ln_1p() } else { *impute }),
+                Column::OneHot { levels, impute, .. } => {
+                    row.extend(levels.iter().map(|level| if level == impute { 1.0 } else { 0.0 }));
+                }
+            }
+        }
+        row
+    }
+
+    /// Each feature's columns in the encoded row, in column order.
+    pub fn spans(&self) -> Vec<(Feature, std::ops::Range<usize>)> {
+        let mut start = 0;
+        self.columns
+            .iter()
+            .map(|column| {
+                let width = match column {
+                    Column::Numeric { .. } => 1,
+                    Column::OneHot { levels, .. } => levels.len(),
+                };
+                start += width;
+                (column.feature(), start - width..start)
+            })
+            .collect()
+    }
+
     /// Input features the model uses, in column order.
     pub fn features(&self) -> Vec<Feature> {
         self.columns.iter().map(Column::feature).collect()
@@ -226,18 +292,44 @@ impl Pipeline {
 
     /// Prices encoded rows (all of the pipeline's width).
     pub fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, ArtifactError> {
+        Ok(self.predict_raw(rows)?.into_iter().map(|raw| self.to_price(raw)).collect())
+    }
+
+    /// The estimator's outputs for encoded rows, on its own scale (`ln(price)` for log models).
+    pub fn predict_raw(&self, rows: &[Vec<f64>]) -> Result<Vec<f64>, ArtifactError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let ncols = rows[0].len();
-        let flat: Vec<f64> = rows.iter().flatten().copied().collect();
-        let x = DenseMatrix::new(rows.len(), ncols, flat, false).map_err(|e| ArtifactError::Predict(e.to_string()))?;
-        let raw = match &self.estimator {
-            Estimator::Linear(m) => m.predict(&x),
-            Estimator::Ridge(m) => m.predict(&x),
-            Estimator::Boosted(m) => m.predict(&x),
-        }
-        .map_err(|e| ArtifactError::Predict(e.to_string()))?;
-        Ok(if self.log_target { raw.into_iter().map(f64::exp).collect() } else { raw })
+        self.estimator.predict(&dense(rows)?)
     }
+
+    /// A raw estimator output as a price in USD.
+    pub fn to_price(&self, raw: f64) -> f64 {
+        if self.log_target { raw.exp() } else { raw }
+    }
+
+    /// The error model's estimate of `|actual - price|` (USD, never negative) for each encoded row
+    /// and the price the model gave it.
+    pub fn estimate_errors(&self, rows: &[Vec<f64>], prices: &[f64]) -> Result<Vec<f64>, ArtifactError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let extended: Vec<Vec<f64>> = rows.iter().zip(prices).map(|(row, &price)| error_model_row(row, price)).collect();
+        Ok(self.error_model.predict(&dense(&extended)?)?.into_iter().map(|e| e.max(0.0)).collect())
+    }
+}
+
+/// The error model's input: the encoded row, then the predicted price.
+pub fn error_model_row(row: &[f64], price: f64) -> Vec<f64> {
+    let mut extended = Vec::with_capacity(row.len() + 1);
+    extended.extend_from_slice(row);
+    extended.push(price);
+    extended
+}
+
+/// Rows as a smartcore matrix.
+pub fn dense(rows: &[Vec<f64>]) -> Result<DenseMatrix<f64>, ArtifactError> {
+    let ncols = rows.first().map_or(0, Vec::len);
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    DenseMatrix::new(rows.len(), ncols, flat, false).map_err(|e| ArtifactError::Predict(e.to_string()))
 }

@@ -32,6 +32,13 @@ pub struct ModelCard {
     /// Holdout metrics when clients send only the three required inputs (the rest imputed): what
     /// seed-compatible clients (`POST /prever_precos/`) get.
     pub required_inputs_metrics: Metrics,
+    /// 5-fold cross-validation of the same recipe over every used row (train and holdout), so
+    /// the luck of the one holdout split is visible next to its metrics.
+    pub cross_validation: CrossValidation,
+    /// Split-conformal prediction intervals, calibrated on rows kept out of fitting.
+    pub intervals: Intervals,
+    /// The model of this model's absolute error, which estimates accuracy before outcomes exist.
+    pub error_model: ErrorModelInfo,
     /// How the model was trained (data, split, parameters), enough to reproduce it.
     pub training: TrainingInfo,
     /// The serialized estimator and its checksum.
@@ -178,6 +185,68 @@ pub struct Metrics {
     pub r2: f64,
 }
 
+/// Cross-validated metrics: the mean and standard deviation over the folds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrossValidation {
+    /// Number of folds (rows shuffled with the split seed).
+    pub folds: usize,
+    /// Rows over which the folds were drawn (every used row).
+    pub rows: usize,
+    /// Mean metrics over the folds.
+    pub mean: Metrics,
+    /// Standard deviation of each metric over the folds.
+    pub std: Metrics,
+}
+
+/// Split-conformal intervals on the log scale: with `q` the calibration quantile of
+/// `|ln(actual) - ln(predicted)|` for a level, the interval of a price `p` is `[p·e^-q, p·e^q]`.
+/// It covers the level's share of future sales exchangeable with the calibration rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Intervals {
+    /// The conformity score.
+    pub score: String,
+    /// Calibration rows: a seeded slice of the training rows the estimator was not fitted on.
+    pub calibration_rows: usize,
+    /// One quantile per supported level, ascending by level.
+    pub quantiles: Vec<IntervalQuantile>,
+    /// Holdout coverage and mean width of each level (rows never used to fit or calibrate).
+    pub holdout: Vec<IntervalCheck>,
+}
+
+/// The calibrated half-width, on the log scale, of one level.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct IntervalQuantile {
+    /// Nominal coverage, e.g. 0.9.
+    pub level: f64,
+    /// The `ceil((n+1)·level)`-th smallest calibration score.
+    pub q: f64,
+}
+
+/// How one level did on the holdout rows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct IntervalCheck {
+    /// Nominal coverage.
+    pub level: f64,
+    /// Share of holdout prices inside their interval.
+    pub coverage: f64,
+    /// Mean of `high - low`, USD.
+    pub mean_width: f64,
+}
+
+/// The error model: boosted trees fitted on the calibration rows, from the encoded features and
+/// the model's own price to `|actual - predicted|` in USD. The mean of its estimates over a set of
+/// predictions estimates their MAE before any sale is known. It sees only what the model sees:
+/// a shift in something the model has no input for goes unnoticed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorModelInfo {
+    /// Estimator and parameters.
+    pub algorithm: String,
+    /// Mean estimated absolute error over the holdout rows, USD.
+    pub holdout_estimated_mae: f64,
+    /// The realized holdout MAE it estimates, USD.
+    pub holdout_mae: f64,
+}
+
 /// Provenance of the training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingInfo {
@@ -189,8 +258,11 @@ pub struct TrainingInfo {
     pub rows_total: usize,
     /// Rows left after the documented exclusions.
     pub rows_used: usize,
-    /// Rows the estimator was fitted on.
+    /// Rows the served estimator was fitted on (the split's side that is not holdout).
     pub rows_train: usize,
+    /// Of those, the calibration slice: the intervals and the error model are calibrated on it
+    /// with a model of the same recipe fitted on the other training rows.
+    pub rows_calibration: usize,
     /// Rows held out for the metrics.
     pub rows_holdout: usize,
     /// Rows removed before splitting, and why.
@@ -218,6 +290,18 @@ pub struct ArtifactInfo {
     pub sha256: String,
 }
 
+impl Intervals {
+    /// The quantile of `level` (matched to 1e-9), if this model was calibrated for it.
+    pub fn quantile(&self, level: f64) -> Option<f64> {
+        self.quantiles.iter().find(|q| (q.level - level).abs() < 1e-9).map(|q| q.q)
+    }
+
+    /// The supported levels, ascending.
+    pub fn levels(&self) -> Vec<f64> {
+        self.quantiles.iter().map(|q| q.level).collect()
+    }
+}
+
 impl ModelCard {
     /// `name@version`, the identifier stored in every log row.
     pub fn id(&self) -> String {
@@ -236,7 +320,7 @@ impl ModelCard {
 /// The README's model table: one row per card (see [`crate::model::registry::read_cards`]).
 pub fn markdown_table(cards: &[ModelCard]) -> String {
     let mut out = String::from(
-        "| model | version | algorithm | features | MAE (USD) | RMSE (USD) | RMSLE | R² | R² with only the 3 required inputs |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| model | version | algorithm | features | MAE (USD) | RMSLE | R² | 5-fold CV R² | R² with only the 3 required inputs | 90 % interval coverage, mean width (USD) |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for c in cards {
         let m = &c.metrics;
@@ -245,10 +329,23 @@ pub fn markdown_table(cards: &[ModelCard]) -> String {
         } else {
             format!("{} (3 required, {} optional)", c.features.len(), c.features.len() - 3)
         };
+        let cv = &c.cross_validation;
+        let interval = c.intervals.holdout.iter().find(|h| (h.level - 0.9).abs() < 1e-9);
+        let interval = interval.map_or_else(|| "–".to_owned(), |h| format!("{:.3}, {:.0}", h.coverage, h.mean_width));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.4} | {:.4} | {:.4} |",
-            c.name, c.version, c.algorithm, features, m.mae, m.rmse, m.rmsle, m.r2, c.required_inputs_metrics.r2
+            "| {} | {} | {} | {} | {:.0} | {:.4} | {:.4} | {:.4} ± {:.4} | {:.4} | {} |",
+            c.name,
+            c.version,
+            c.algorithm,
+            features,
+            m.mae,
+            m.rmsle,
+            m.r2,
+            cv.mean.r2,
+            cv.std.r2,
+            c.required_inputs_metrics.r2,
+            interval
         );
     }
     out

@@ -78,6 +78,27 @@ pub fn read_dataset(path: &Path) -> anyhow::Result<Dataset> {
     Ok(Dataset { houses, prices, rows_total, sha256: sha256_hex(&bytes) })
 }
 
+/// Share of the training rows kept out of fitting to calibrate the intervals and the error model.
+pub const CALIBRATION_FRACTION: f64 = 0.2;
+
+/// Splits the training rows into (fit, calibration): a second seeded shuffle, so the holdout
+/// split (and the replay tool's houses) stay what they were.
+pub fn calibration_split(train: &[usize], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut indices = train.to_vec();
+    indices.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.wrapping_add(1)));
+    let n_calibration = ((train.len() as f64) * fraction).round() as usize;
+    let calibration = indices[..n_calibration].to_vec();
+    let fit = indices[n_calibration..].to_vec();
+    (fit, calibration)
+}
+
+/// Splits `0..n` into `k` folds after a seeded shuffle: the test rows of each fold.
+pub fn folds(n: usize, k: usize, seed: u64) -> Vec<Vec<usize>> {
+    let mut indices: Vec<usize> = (0..n).collect();
+    indices.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.wrapping_add(2)));
+    (0..k).map(|f| indices.iter().copied().skip(f).step_by(k).collect()).collect()
+}
+
 /// Splits row indices into (train, holdout) with a ChaCha8 shuffle of the indices under `seed`:
 /// the same split on every machine, for training and replay alike.
 pub fn holdout_split(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {

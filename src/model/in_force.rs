@@ -25,6 +25,8 @@ pub struct SetDigest {
     pub default_model: String,
     /// `name@version` of the shadow model.
     pub shadow_model: Option<String>,
+    /// `name@version` answering requests with only the three required inputs.
+    pub three_input_model: Option<String>,
 }
 
 impl SetDigest {
@@ -33,7 +35,12 @@ impl SetDigest {
         let mut models: Vec<ModelDigest> =
             set.models().iter().map(|m| ModelDigest { id: m.id(), sha256: m.card.artifact.sha256.clone() }).collect();
         models.sort();
-        Self { models, default_model: set.default_model().id(), shadow_model: set.shadow_model().map(|m| m.id()) }
+        Self {
+            models,
+            default_model: set.default_model().id(),
+            shadow_model: set.shadow_model().map(|m| m.id()),
+            three_input_model: set.three_input_model().map(|m| m.id()),
+        }
     }
 
     /// Why a replica serving `self` does not serve `in_force`, one line per difference (empty:
@@ -58,13 +65,14 @@ impl SetDigest {
         if self.default_model != in_force.default_model {
             out.push(format!("the default model is {} here, {} in force", self.default_model, in_force.default_model));
         }
-        if self.shadow_model != in_force.shadow_model {
-            let name = |s: &Option<String>| s.clone().unwrap_or_else(|| "none".into());
-            out.push(format!(
-                "the shadow model is {} here, {} in force",
-                name(&self.shadow_model),
-                name(&in_force.shadow_model)
-            ));
+        let name = |s: &Option<String>| s.clone().unwrap_or_else(|| "none".into());
+        for (role, here, wanted) in [
+            ("shadow", &self.shadow_model, &in_force.shadow_model),
+            ("three-input", &self.three_input_model, &in_force.three_input_model),
+        ] {
+            if here != wanted {
+                out.push(format!("the {role} model is {} here, {} in force", name(here), name(wanted)));
+            }
         }
         out
     }
@@ -88,12 +96,13 @@ pub struct InForce {
 pub async fn record(pool: &PgPool, set: &ModelSet, replica: &str, trigger: &str) -> sqlx::Result<i64> {
     let digest = SetDigest::of(set);
     sqlx::query_scalar(
-        "insert into model_set_in_force as f (revision, models, default_model, shadow_model, changed_by, trigger)
-         values (1, $1, $2, $3, $4, $5)
+        "insert into model_set_in_force as f
+                (revision, models, default_model, shadow_model, three_input_model, changed_by, trigger)
+         values (1, $1, $2, $3, $6, $4, $5)
          on conflict (singleton) do update
             set revision = f.revision + 1, models = excluded.models, default_model = excluded.default_model,
-                shadow_model = excluded.shadow_model, changed_at = now(), changed_by = excluded.changed_by,
-                trigger = excluded.trigger
+                shadow_model = excluded.shadow_model, three_input_model = excluded.three_input_model,
+                changed_at = now(), changed_by = excluded.changed_by, trigger = excluded.trigger
          returning revision",
     )
     .bind(sqlx::types::Json(&digest.models))
@@ -101,25 +110,42 @@ pub async fn record(pool: &PgPool, set: &ModelSet, replica: &str, trigger: &str)
     .bind(&digest.shadow_model)
     .bind(replica)
     .bind(trigger)
+    .bind(&digest.three_input_model)
     .fetch_one(pool)
     .await
 }
 
 /// A `model_set_in_force` row as [`read`] selects it.
-type InForceRow = (i64, sqlx::types::Json<Vec<ModelDigest>>, String, Option<String>, DateTime<Utc>, String);
+#[derive(sqlx::FromRow)]
+struct InForceRow {
+    revision: i64,
+    models: sqlx::types::Json<Vec<ModelDigest>>,
+    default_model: String,
+    shadow_model: Option<String>,
+    three_input_model: Option<String>,
+    changed_at: DateTime<Utc>,
+    changed_by: String,
+}
 
 /// The set in force; `None` before any replica recorded one.
 #[tracing::instrument(name = "model_set_in_force.read", skip(pool))]
 pub async fn read(pool: &PgPool) -> sqlx::Result<Option<InForce>> {
     let row: Option<InForceRow> = sqlx::query_as(
-        "select revision, models, default_model, shadow_model, changed_at, changed_by from model_set_in_force",
+        "select revision, models, default_model, shadow_model, three_input_model, changed_at, changed_by
+           from model_set_in_force",
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(revision, models, default_model, shadow_model, changed_at, changed_by)| {
-        let mut models = models.0;
+    Ok(row.map(|r| {
+        let mut models = r.models.0;
         models.sort();
-        InForce { revision, digest: SetDigest { models, default_model, shadow_model }, changed_at, changed_by }
+        let digest = SetDigest {
+            models,
+            default_model: r.default_model,
+            shadow_model: r.shadow_model,
+            three_input_model: r.three_input_model,
+        };
+        InForce { revision: r.revision, digest, changed_at: r.changed_at, changed_by: r.changed_by }
     }))
 }
 
@@ -132,6 +158,7 @@ mod tests {
             models: models.iter().map(|(id, sha)| ModelDigest { id: (*id).into(), sha256: (*sha).into() }).collect(),
             default_model: default.into(),
             shadow_model: None,
+            three_input_model: None,
         }
     }
 

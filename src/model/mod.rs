@@ -6,6 +6,7 @@ pub mod card;
 pub mod catalogue;
 pub mod dataset;
 pub mod events;
+pub mod explain;
 pub mod features;
 pub mod in_force;
 pub mod registry;
@@ -15,5 +16,6 @@ pub use card::ModelCard;
 pub use catalogue::PRICE_FEATURE;
 pub use features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
 pub use registry::{
-    LoadedModel, ModelLoadError, ModelRegistry, ModelSet, PredictionWarning, ScoreError, Scored, WarningKind,
+    Interval, LoadedModel, MONITORED_LEVEL, ModelLoadError, ModelRegistry, ModelRoles, ModelSet, PredictionWarning,
+    ScoreError, Scored, UnsupportedLevel, WarningKind,
 };

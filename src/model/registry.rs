@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::artifact::{ArtifactError, Column, Encoded, Pipeline};
 use super::card::{CARD_FILE, ModelCard};
 use super::catalogue::PRICE_FEATURE;
+use super::explain::{Contributions, Explainer};
 use super::features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
 
 /// Why the model directory could not be loaded. The server refuses to start on any of these, and a
@@ -76,10 +77,18 @@ pub enum ModelLoadError {
     /// No `card.json` anywhere under the model directory.
     #[error("no model found under {0} (expected <name>/<version>/card.json); run `house-price-api train`")]
     Empty(PathBuf),
+    /// The card has no interval at the monitored level.
+    #[error("model card {path} has no {level} interval; retrain the model")]
+    NoInterval {
+        /// The card file.
+        path: PathBuf,
+        /// The level every model must have.
+        level: f64,
+    },
     /// A configured model (default or shadow) is not among the loaded ones.
     #[error("{role} model {wanted:?} not found; loaded: {available:?}")]
     UnknownModel {
-        /// `default` or `shadow`.
+        /// `default`, `three-input` or `shadow`.
         role: &'static str,
         /// The configured `name` or `name@version`.
         wanted: String,
@@ -123,6 +132,37 @@ pub struct Scored {
     /// (feature, reference bin) of every client-sent value and of the price, for the drift
     /// counters; bin -1 marks a feature's warning.
     pub drift_bins: Vec<(&'static str, i32)>,
+    /// The interval at [`MONITORED_LEVEL`], stored with the row so coverage can be monitored;
+    /// `None` when the price is not positive (a log-scale interval has no meaning there).
+    pub interval: Option<Interval>,
+    /// The error model's estimate of `|actual - price|`, USD.
+    pub estimated_error: Option<f64>,
+}
+
+/// The interval level stored with every row and monitored against outcomes.
+pub const MONITORED_LEVEL: f64 = 0.9;
+
+/// A prediction interval, USD.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    /// Lower bound.
+    pub low: f64,
+    /// Upper bound.
+    pub high: f64,
+    /// Nominal coverage.
+    pub level: f64,
+}
+
+/// An interval level the model was not calibrated for.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("no {level} interval: {model} is calibrated for levels {supported:?}")]
+pub struct UnsupportedLevel {
+    /// The level asked for.
+    pub level: f64,
+    /// `name@version`.
+    pub model: String,
+    /// The levels it has.
+    pub supported: Vec<f64>,
 }
 
 /// Why one house could not be priced.
@@ -142,6 +182,7 @@ pub struct LoadedModel {
     /// Its card, as read from disk.
     pub card: ModelCard,
     pipeline: Pipeline,
+    explainer: Explainer,
 }
 
 impl LoadedModel {
@@ -163,7 +204,29 @@ impl LoadedModel {
                 return Err(ModelLoadError::BadReference { path: card_path, feature: feature.to_owned(), reason });
             }
         }
-        Ok(Self { card, pipeline })
+        if card.intervals.quantile(MONITORED_LEVEL).is_none() {
+            return Err(ModelLoadError::NoInterval { path: card_path, level: MONITORED_LEVEL });
+        }
+        let explainer = Explainer::new(&pipeline)
+            .map_err(|source| ModelLoadError::Artifact { path: dir.join(&card.artifact.file), source })?;
+        Ok(Self { card, pipeline, explainer })
+    }
+
+    /// The interval of `price` at `level`, if the card has that level; `None` inside for a
+    /// non-positive price.
+    pub fn interval(&self, price: f64, level: f64) -> Result<Option<Interval>, UnsupportedLevel> {
+        let q = self.card.intervals.quantile(level).ok_or_else(|| UnsupportedLevel {
+            level,
+            model: self.id(),
+            supported: self.card.intervals.levels(),
+        })?;
+        Ok((price > 0.0).then(|| Interval { low: price * (-q).exp(), high: price * q.exp(), level }))
+    }
+
+    /// Per-feature contributions to the price of `house` (see [`crate::model::explain`]).
+    pub fn contributions(&self, house: &HouseFeatures) -> Result<Contributions, ScoreError> {
+        let encoded = self.pipeline.encode(house)?;
+        Ok(self.explainer.contributions(&self.pipeline.estimator, &encoded.row)?)
     }
 
     /// `name@version`.
@@ -178,7 +241,11 @@ impl LoadedModel {
         // The rows go to the estimator; the rest of each encoding stays for monitoring.
         let rows: Vec<Vec<f64>> =
             encoded.iter_mut().filter_map(|e| e.as_mut().ok().map(|e| std::mem::take(&mut e.row))).collect();
-        let mut prices = match self.pipeline.predict(&rows) {
+        let predicted = self.pipeline.predict(&rows).and_then(|prices| {
+            let errors = self.pipeline.estimate_errors(&rows, &prices)?;
+            Ok(prices.into_iter().zip(errors).collect::<Vec<_>>())
+        });
+        let mut prices = match predicted {
             Ok(prices) => prices.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(err) => {
                 let message = err.to_string();
@@ -190,13 +257,23 @@ impl LoadedModel {
             .into_iter()
             .map(|e| {
                 let e = e?;
-                let price =
+                let (price, estimated_error) =
                     prices.next().unwrap_or_else(|| Err(ArtifactError::Predict("too few predictions".into())))?;
                 if !price.is_finite() {
                     return Err(ArtifactError::Predict(format!("non-finite prediction {price}")).into());
                 }
                 let (warnings, drift_bins) = self.monitor(&e, price);
-                Ok(Scored { price, imputed: e.imputed, values: e.values, warnings, drift_bins })
+                // The level is checked at load.
+                let interval = self.interval(price, MONITORED_LEVEL).ok().flatten();
+                Ok(Scored {
+                    price,
+                    imputed: e.imputed,
+                    values: e.values,
+                    warnings,
+                    drift_bins,
+                    interval,
+                    estimated_error: estimated_error.is_finite().then_some(estimated_error),
+                })
             })
             .collect()
     }
@@ -271,18 +348,52 @@ fn read(path: &Path) -> Result<Vec<u8>, ModelLoadError> {
     std::fs::read(path).map_err(|source| ModelLoadError::Read { path: path.to_owned(), source })
 }
 
+/// Which model plays which part, as configured (`name` or `name@version` each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRoles {
+    /// Answers requests that choose no model and send optional features (`DEFAULT_MODEL`).
+    pub default: String,
+    /// Answers requests that choose no model and send only the three required inputs
+    /// (`THREE_INPUT_MODEL`); `None`: the default model answers them too.
+    pub three_input: Option<String>,
+    /// Also scores every prediction, off the response path (`SHADOW_MODEL`).
+    pub shadow: Option<String>,
+}
+
+impl ModelRoles {
+    /// `default` answers every request that chooses no model; no shadow.
+    pub fn new(default: &str) -> Self {
+        Self { default: default.to_owned(), three_input: None, shadow: None }
+    }
+
+    /// With `model` for requests that send only the three required inputs.
+    #[must_use]
+    pub fn three_input(mut self, model: &str) -> Self {
+        self.three_input = Some(model.to_owned());
+        self
+    }
+
+    /// With `model` as the shadow.
+    #[must_use]
+    pub fn shadow(mut self, model: &str) -> Self {
+        self.shadow = Some(model.to_owned());
+        self
+    }
+}
+
 /// One consistent set of loaded models: what a request sees from start to end.
 #[derive(Debug)]
 pub struct ModelSet {
     models: Vec<Arc<LoadedModel>>,
     default: Arc<LoadedModel>,
+    three_input: Option<Arc<LoadedModel>>,
     shadow: Option<Arc<LoadedModel>>,
 }
 
 impl ModelSet {
     /// Loads every `<root>/<name>/<version>/card.json`. Any unusable version fails the whole load:
     /// serving a partial set would silently change which models exist.
-    pub fn load(root: &Path, default_model: &str, shadow_model: Option<&str>) -> Result<Self, ModelLoadError> {
+    pub fn load(root: &Path, roles: &ModelRoles) -> Result<Self, ModelLoadError> {
         let mut models = Vec::new();
         for version_dir in version_dirs(root)? {
             let model = LoadedModel::load(&version_dir)?;
@@ -300,17 +411,34 @@ impl ModelSet {
             wanted: wanted.to_owned(),
             available: models.iter().map(|m| m.id()).collect(),
         };
-        let default = find(&models, default_model).ok_or_else(|| unknown("default", default_model, &models))?;
-        let shadow = match shadow_model {
-            Some(spec) => Some(find(&models, spec).ok_or_else(|| unknown("shadow", spec, &models))?),
-            None => None,
+        let default = find(&models, &roles.default).ok_or_else(|| unknown("default", &roles.default, &models))?;
+        let role = |role, spec: &Option<String>| match spec {
+            Some(spec) => find(&models, spec).map(Some).ok_or_else(|| unknown(role, spec, &models)),
+            None => Ok(None),
         };
-        Ok(Self { models, default, shadow })
+        let three_input = role("three-input", &roles.three_input)?;
+        let shadow = role("shadow", &roles.shadow)?;
+        Ok(Self { models, default, three_input, shadow })
     }
 
-    /// The model that answers when the client does not choose one.
+    /// The model that answers requests that choose none and send optional features.
     pub fn default_model(&self) -> &Arc<LoadedModel> {
         &self.default
+    }
+
+    /// The model that answers requests that choose none and send only the three required
+    /// inputs, if configured (else the default model does).
+    pub fn three_input_model(&self) -> Option<&Arc<LoadedModel>> {
+        self.three_input.as_ref()
+    }
+
+    /// The model that prices `house` when the request does not choose one: the three-input
+    /// model when only the three required inputs were sent, the default model otherwise.
+    pub fn route(&self, house: &HouseFeatures) -> &Arc<LoadedModel> {
+        match &self.three_input {
+            Some(model) if house.optional.is_empty() => model,
+            _ => &self.default,
+        }
     }
 
     /// The model that also scores every prediction off the response path, if configured.
@@ -338,21 +466,15 @@ impl ModelSet {
 #[derive(Debug)]
 pub struct ModelRegistry {
     root: PathBuf,
-    default_model: String,
-    shadow_model: Option<String>,
+    roles: ModelRoles,
     current: ArcSwap<ModelSet>,
 }
 
 impl ModelRegistry {
     /// Loads the initial set; fails (and the server refuses to start) if any model is unusable.
-    pub fn load(root: &Path, default_model: &str, shadow_model: Option<&str>) -> Result<Self, ModelLoadError> {
-        let set = ModelSet::load(root, default_model, shadow_model)?;
-        Ok(Self {
-            root: root.to_owned(),
-            default_model: default_model.to_owned(),
-            shadow_model: shadow_model.map(str::to_owned),
-            current: ArcSwap::from_pointee(set),
-        })
+    pub fn load(root: &Path, roles: ModelRoles) -> Result<Self, ModelLoadError> {
+        let set = ModelSet::load(root, &roles)?;
+        Ok(Self { root: root.to_owned(), roles, current: ArcSwap::from_pointee(set) })
     }
 
     /// The current set. Hold it for the whole request: a concurrent reload does not change it.
@@ -363,7 +485,7 @@ impl ModelRegistry {
     /// Loads the model directory as it is now, checksums verified, without serving it yet: a
     /// broken model fails the scan and the current set is untouched.
     pub fn scan(&self) -> Result<ModelSet, ModelLoadError> {
-        ModelSet::load(&self.root, &self.default_model, self.shadow_model.as_deref())
+        ModelSet::load(&self.root, &self.roles)
     }
 
     /// Swaps a scanned set in atomically: requests that already hold a snapshot finish on the

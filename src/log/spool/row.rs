@@ -79,6 +79,15 @@ pub struct SpoolRow<'a> {
     /// (feature, reference bin) pairs: the drain writes the drift counters with the rows.
     #[serde(default)]
     pub drift_bins: Vec<(Cow<'a, str>, i32)>,
+    /// `prediction_log.interval_low`.
+    #[serde(default)]
+    pub interval_low: Option<f64>,
+    /// `prediction_log.interval_high`.
+    #[serde(default)]
+    pub interval_high: Option<f64>,
+    /// `prediction_log.estimated_error`.
+    #[serde(default)]
+    pub estimated_error: Option<f64>,
 }
 
 fn no_warnings() -> Cow<'static, serde_json::Value> {
@@ -112,6 +121,9 @@ impl<'a> SpoolRow<'a> {
             features: record.features.as_ref().map(Cow::Borrowed),
             warnings: Cow::Borrowed(&record.warnings),
             drift_bins: record.drift_bins.iter().map(|&(f, bin)| (Cow::Borrowed(f), bin)).collect(),
+            interval_low: record.interval_low,
+            interval_high: record.interval_high,
+            estimated_error: record.estimated_error,
         }
     }
 
@@ -145,6 +157,9 @@ impl<'a> SpoolRow<'a> {
             shadow_model_name: None,
             shadow_model_version: None,
             warnings: self.warnings.into_owned(),
+            interval_low: self.interval_low,
+            interval_high: self.interval_high,
+            estimated_error: self.estimated_error,
             house: None,
             drift_bins: self
                 .drift_bins
