@@ -24,7 +24,7 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 wait_ready "$PORT"
 
-echo "== seeding $ROWS predictions of gradient-boosting@1.0.0 over the last 24 h"
+echo "== seeding $ROWS predictions of gradient-boosting@2.0.0 over the last 24 h"
 time psql "$URL" -q -v ON_ERROR_STOP=1 -v rows="$ROWS" <<'SQL'
 -- The daily partitions the rows fall in (the server makes them too, but maybe not yet).
 select ensure_prediction_log_partition(((now() - d * interval '1 day') at time zone 'UTC')::date) from generate_series(0, 1) d;
@@ -32,7 +32,7 @@ insert into prediction_log (id, request_id, created_at, route, status, square_fe
                             raw_input, price, model_name, model_version, latency_us, features)
 select gen_random_uuid(), 'bench-' || g, now() - random() * interval '24 hours', 'graphql', 'ok',
        f.sq, f.bed, f.bath, '{}'::jsonb, exp(11.0 + f.sq / 3000.0 + random() * 0.4),
-       'gradient-boosting', '1.0.0', 100,
+       'gradient-boosting', '2.0.0', 100,
        jsonb_build_object('squareFeet', f.sq, 'bedrooms', f.bed, 'bathrooms', f.bath,
            'lotArea', round(4000 + random() * 12000), 'yearBuilt', 1900 + floor(random() * 110),
            'yearRemodeled', 1950 + floor(random() * 60), 'basementSqFt', round(random() * 2000),
@@ -64,7 +64,7 @@ analyze drift_counts;
 SQL
 psql "$URL" -At -c "select count(*) || ' logged rows, ' || (select count(*) from drift_counts) || ' counters' from prediction_log"
 
-QUERY='{"query":"{ drift(model: \"gradient-boosting@1.0.0\") { predictions status features { feature psi ksStatistic wassersteinNormalized status } prediction { psi status } } }"}'
+QUERY='{"query":"{ drift(model: \"gradient-boosting@2.0.0\") { predictions status features { feature psi ksStatistic wassersteinNormalized status } prediction { psi status } } }"}'
 echo "== drift query over the last 24 h, $RUNS runs (seconds, curl time_total)"
 for _ in $(seq 1 "$RUNS"); do
   curl -s -o /tmp/drift-bench.json -w '%{time_total}\n' "http://127.0.0.1:$PORT/graphql" -H 'content-type: application/json' -d "$QUERY"

@@ -62,7 +62,7 @@ generate_million() {
            case s when 'rejected' then 'bedrooms must be between 0 and 20' when 'failed' then 'internal error' end,
            sq, bed, bath, jsonb_build_object('squareFeet', sq, 'bedrooms', bed, 'bathrooms', bath),
            case when s = 'ok' then exp(11.0 + sq / 3000.0 + random() * 0.4) end,
-           case when s <> 'rejected' or g % 2 = 0 then m end, case when s <> 'rejected' or g % 2 = 0 then '1.0.0' end,
+           case when s <> 'rejected' or g % 2 = 0 then m end, case when s <> 'rejected' or g % 2 = 0 then '2.0.0' end,
            (60 + 400 * random() ^ 4)::int8, '{}'::text[],
            case when s = 'ok' and m = 'gradient-boosting' then jsonb_build_object('squareFeet', sq, 'bedrooms', bed, 'bathrooms', bath,
                'lotArea', round(4000 + random() * 12000), 'yearBuilt', 1900 + floor(random() * 110),
@@ -119,7 +119,7 @@ select date_trunc('hour', l.created_at, 'UTC'), l.model_name, l.model_version, r
 -- A shadow model priced a tenth of gradient-boosting's answers (written by UPDATE, as the shadow
 -- scorer does: the shadow rollups count updates).
 update prediction_log set shadow_price = price * (0.9 + random() * 0.2), shadow_model_name = 'baseline-linear',
-                          shadow_model_version = '1.0.0', shadow_scored_at = created_at
+                          shadow_model_version = '2.0.0', shadow_scored_at = created_at
  where status = 'ok' and model_name = 'gradient-boosting' and request_id like '%0' and shadow_price is null;
 -- 1 % of the predictions get a sale price (through the outcome trigger, as recordOutcome does).
 insert into prediction_outcomes (prediction_id, prediction_created_at, actual_price)

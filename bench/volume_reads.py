@@ -48,7 +48,7 @@ SHADOW = """query($from: DateTime) { shadowComparison(from: $from, bucket: DAY) 
 PAGE = """query($filter: PredictionFilter, $after: String) {
   predictions(filter: $filter, first: 20, after: $after) { edges { node { id price status requestId createdAt } } pageInfo { endCursor } } }"""
 ONE = "query($id: ID!) { prediction(id: $id) { id price createdAt } }"
-GB = "gradient-boosting@1.0.0"
+GB = "gradient-boosting@2.0.0"
 
 # Resume points and ids for the point lookups, from the data itself.
 first = gql(PAGE)["predictions"]
@@ -79,7 +79,7 @@ cases = [
     ("history: page 1,000 rows deep", PAGE, {"after": deep}),
     ("history: status REJECTED", PAGE, {"filter": {"status": "REJECTED"}}),
     ("history: status FAILED, 3 days back", PAGE, {"filter": {"status": "FAILED", "to": ago(days=3)}}),
-    ("history: model name + version", PAGE, {"filter": {"modelName": "baseline-linear", "modelVersion": "1.0.0"}}),
+    ("history: model name + version", PAGE, {"filter": {"modelName": "baseline-linear", "modelVersion": "2.0.0"}}),
     ("history: a model with no rows (none)", PAGE, {"filter": {"modelName": "ridge-log"}}),
     ("history: requestId with no rows (none)", PAGE, {"filter": {"requestId": "no-such-request"}}),
     ("history: from/to window 3 days back", PAGE, {"filter": {"from": ago(days=3, hours=1), "to": ago(days=3)}}),

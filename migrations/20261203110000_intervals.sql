@@ -160,3 +160,7 @@ comment on view v_performance_daily is 'Per day and model version: predictions; 
 -- The set in force names the three-input model too (replicas compare routing as well).
 alter table model_set_in_force add column three_input_model text;
 comment on column model_set_in_force.three_input_model is 'name@version answering requests that send only the three required inputs (THREE_INPUT_MODEL); null: the default model answers them.';
+
+-- Coverage alerts travel with the drift alerts (pseudo-feature _coverage).
+alter table drift_alerts add column coverage double precision;
+comment on column drift_alerts.coverage is 'For _coverage alerts: realized coverage of the 90 % intervals over the last 30 days of predictions with an outcome (psi is 0 for them).';

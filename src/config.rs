@@ -482,6 +482,10 @@ pub struct TrainConfig {
     /// Train only these models (repeatable; default: all).
     #[arg(long = "only")]
     pub only: Vec<String>,
+    /// Leave out the 5-fold cross-validation (most of the training time; the cards then have
+    /// none): for quick experiments, never for committed models.
+    #[arg(long = "no-cross-validation", action = clap::ArgAction::SetFalse)]
+    pub cross_validate: bool,
 }
 
 /// `replay` settings (what the replay tool takes).

@@ -32,9 +32,13 @@ fn item(path: ItemPath, input: HouseInput) -> PredictionItem {
 /// every call is recorded in the prediction log.
 #[Object(name = "Query")]
 impl QueryRoot {
-    /// Prices one house. `model` picks a model (`name` for its highest version, or `name@version`);
-    /// default: the configured default model. Invalid input fails with `BAD_USER_INPUT`
-    /// (`extensions.field` names the field) and is logged as rejected.
+    /// Prices one house. `model` picks a model (`name` for its highest version, or `name@version`)
+    /// and always wins. Without it the input's shape routes: only `squareFeet`, `bedrooms` and
+    /// `bathrooms` → the three-input model (`THREE_INPUT_MODEL`, default `three-input-boosting`,
+    /// the REST route's too); any optional feature → the default model (`DEFAULT_MODEL`, default
+    /// `price-blend`). `model { name version }` in the answer (and the log row) says which priced
+    /// it. Invalid input fails with `BAD_USER_INPUT` (`extensions.field` names the field) and is
+    /// logged as rejected.
     async fn predict_price(
         &self,
         ctx: &Context<'_>,
@@ -49,8 +53,9 @@ impl QueryRoot {
         .await
     }
 
-    /// Prices up to `MAX_BATCH_SIZE` houses with one model (`model` as in `predictPrice`). Each
-    /// item succeeds or fails on its own; all items share the request id and are logged together.
+    /// Prices up to `MAX_BATCH_SIZE` houses: with `model` if given, else each item routed by its
+    /// shape as in `predictPrice`. Each item succeeds or fails on its own; all items share the
+    /// request id and are logged together.
     async fn predict_prices(
         &self,
         ctx: &Context<'_>,

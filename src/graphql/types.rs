@@ -1,6 +1,6 @@
 //! GraphQL input and output types. Doc comments here become the descriptions in `schema.graphql`.
 
-use async_graphql::{ID, InputObject, Json, Object, SimpleObject};
+use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
 
 pub use crate::log::PredictionFilter;
 use chrono::{DateTime, Utc};
@@ -8,8 +8,12 @@ use chrono::{DateTime, Utc};
 use crate::error::AppError;
 use crate::log::{PredictionRecord, PredictionStatus};
 use crate::model::card::FeatureInfo;
-use crate::model::{Feature, FeatureValue, HouseFeatures, LoadedModel, ModelSet, PredictionWarning};
-use crate::service::Prediction;
+use crate::model::{
+    Feature, FeatureValue, HouseFeatures, LoadedModel, MONITORED_LEVEL, ModelSet, PredictionWarning, ScoreError,
+};
+use crate::service::{AppState, Prediction};
+
+use super::context::{data, resolve};
 
 /// Declares `HouseInput` and its conversion from the feature catalogue (`model/catalogue.rs`):
 /// one field per feature, typed by its value type, required or optional as the catalogue says,
@@ -146,6 +150,98 @@ impl Prediction {
     async fn warnings(&self) -> &[PredictionWarning] {
         &self.warnings
     }
+    /// The range the sale price should fall in with probability `level` (split-conformal, on
+    /// the log scale: `[price·e^-q, price·e^q]`, `q` calibrated on sales the model was not
+    /// fitted on). Levels: 0.5, 0.8, 0.9, 0.95 (the model card's `intervals`); another level is
+    /// `BAD_USER_INPUT` on `level`. Null when the price is not positive. The 0.9 interval is
+    /// stored with the log row and its coverage monitored (`performance.coverage`).
+    async fn interval(&self, #[graphql(default = 0.9)] level: f64) -> async_graphql::Result<Option<PriceInterval>> {
+        resolve(async { interval_of(&self.model, self.price, level) }).await
+    }
+    /// The error model's estimate of `|sale price - price|` in USD, made before the sale is
+    /// known: an estimate from the features the model sees, not a measurement.
+    async fn estimated_error(&self) -> Option<f64> {
+        self.estimated_error
+    }
+    /// How each feature moved the price away from the model's typical house (its card's
+    /// imputation values): exact Shapley values, `baseValue + Σ contribution` = the model's
+    /// output. For models of ln(price) (`scale: LN_USD`), `price = exp(baseValue + Σ
+    /// contribution)`; for the others (`scale: USD`), `price = baseValue + Σ contribution`.
+    /// Computed only when selected (tens of microseconds for 20 features).
+    async fn contributions(&self) -> async_graphql::Result<Contributions> {
+        resolve(async {
+            let c = self.model.contributions(&self.house).map_err(|e| match e {
+                ScoreError::Invalid(e) => AppError::invalid(format!("input.{}", e.feature), e.message),
+                ScoreError::Model(e) => {
+                    AppError::Internal(anyhow::Error::new(e).context(format!("contributions of {}", self.model.id())))
+                }
+            })?;
+            Ok(Contributions {
+                scale: if c.log_scale { ContributionScale::LnUsd } else { ContributionScale::Usd },
+                base_value: c.base_value,
+                features: c
+                    .values
+                    .into_iter()
+                    .map(|(feature, value, contribution)| FeatureContribution {
+                        feature: feature.name().to_owned(),
+                        value: value.map(Json),
+                        contribution,
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+}
+
+/// `model`'s interval of `price` at `level`, or `BAD_USER_INPUT` on `level`.
+fn interval_of(model: &LoadedModel, price: f64, level: f64) -> Result<Option<PriceInterval>, AppError> {
+    let interval = model.interval(price, level).map_err(|e| AppError::invalid("level", e.to_string()))?;
+    Ok(interval.map(|i| PriceInterval { low: i.low, high: i.high, level: i.level }))
+}
+
+/// A prediction interval, USD.
+#[derive(Debug, Clone, Copy, SimpleObject)]
+pub struct PriceInterval {
+    /// Lower bound, USD.
+    pub low: f64,
+    /// Upper bound, USD.
+    pub high: f64,
+    /// The share of sale prices the interval is calibrated to hold (e.g. 0.9).
+    pub level: f64,
+}
+
+/// The scale of contributions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+pub enum ContributionScale {
+    /// US dollars: `price = baseValue + Σ contribution`.
+    Usd,
+    /// Natural log of US dollars: `price = exp(baseValue + Σ contribution)`; a contribution `c`
+    /// multiplies the price by `e^c`.
+    LnUsd,
+}
+
+/// A price explained feature by feature.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Contributions {
+    /// The unit of `baseValue` and of each contribution.
+    pub scale: ContributionScale,
+    /// The model's output for its typical house (every feature at its card imputation value).
+    pub base_value: f64,
+    /// One entry per model feature, in the card's order; a feature at its typical value
+    /// (including one the client did not send) contributes 0.
+    pub features: Vec<FeatureContribution>,
+}
+
+/// One feature's share of a price.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct FeatureContribution {
+    /// The input feature (API name).
+    pub feature: String,
+    /// The value the model used: the client's, or the imputation value.
+    pub value: Option<Json<FeatureValue>>,
+    /// Its contribution, in `Contributions.scale` units.
+    pub contribution: f64,
 }
 
 fn warnings_of(record: &PredictionRecord) -> Vec<PredictionWarning> {
@@ -288,6 +384,35 @@ impl PredictionRecord {
     /// Out-of-range inputs and unseen labels of this request.
     async fn warnings(&self) -> Vec<PredictionWarning> {
         warnings_of(self)
+    }
+    /// The prediction interval at `level` (as `Prediction.interval`; null unless `OK`): the 0.9
+    /// interval stored with the row, or, for another level, computed from the answering model
+    /// if it is still loaded (else `BAD_USER_INPUT` on `level`).
+    async fn interval(&self, ctx: &Context<'_>, #[graphql(default = 0.9)] level: f64) -> async_graphql::Result<Option<PriceInterval>> {
+        resolve(async {
+            let Some(price) = self.price else { return Ok(None) };
+            if (level - MONITORED_LEVEL).abs() < 1e-9 {
+                return Ok(match (self.interval_low, self.interval_high) {
+                    (Some(low), Some(high)) => Some(PriceInterval { low, high, level: MONITORED_LEVEL }),
+                    _ => None,
+                });
+            }
+            let set = data::<AppState>(ctx)?.models.snapshot();
+            let id = format!("{}@{}", self.model_name.as_deref().unwrap_or_default(), self.model_version.as_deref().unwrap_or_default());
+            match set.find(&id) {
+                Some(model) => interval_of(&model, price, level),
+                None => Err(AppError::invalid(
+                    "level",
+                    format!("{id} is no longer loaded: only its stored {MONITORED_LEVEL} interval is available"),
+                )),
+            }
+        })
+        .await
+    }
+    /// The error model's estimate of `|sale price - price|` in USD made when it was priced
+    /// (null unless `OK`, and for rows logged before estimates existed).
+    async fn estimated_error(&self) -> Option<f64> {
+        self.estimated_error
     }
 }
 

@@ -34,7 +34,7 @@ pub struct ModelCard {
     pub required_inputs_metrics: Metrics,
     /// 5-fold cross-validation of the same recipe over every used row (train and holdout), so
     /// the luck of the one holdout split is visible next to its metrics.
-    pub cross_validation: CrossValidation,
+    pub cross_validation: Option<CrossValidation>,
     /// Split-conformal prediction intervals, calibrated on rows kept out of fitting.
     pub intervals: Intervals,
     /// The model of this model's absolute error, which estimates accuracy before outcomes exist.
@@ -329,12 +329,12 @@ pub fn markdown_table(cards: &[ModelCard]) -> String {
         } else {
             format!("{} (3 required, {} optional)", c.features.len(), c.features.len() - 3)
         };
-        let cv = &c.cross_validation;
+        let cv = c.cross_validation.as_ref().map_or_else(|| "–".to_owned(), |cv| format!("{:.4} ± {:.4}", cv.mean.r2, cv.std.r2));
         let interval = c.intervals.holdout.iter().find(|h| (h.level - 0.9).abs() < 1e-9);
         let interval = interval.map_or_else(|| "–".to_owned(), |h| format!("{:.3}, {:.0}", h.coverage, h.mean_width));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.0} | {:.4} | {:.4} | {:.4} ± {:.4} | {:.4} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.4} | {:.4} | {} | {:.4} | {} |",
             c.name,
             c.version,
             c.algorithm,
@@ -342,8 +342,7 @@ pub fn markdown_table(cards: &[ModelCard]) -> String {
             m.mae,
             m.rmsle,
             m.r2,
-            cv.mean.r2,
-            cv.std.r2,
+            cv,
             c.required_inputs_metrics.r2,
             interval
         );

@@ -21,15 +21,16 @@
 use serde::Deserialize;
 
 use super::artifact::{ArtifactError, BoostedModel, Estimator, Pipeline, dense};
-use super::features::Feature;
+use super::features::{Feature, FeatureValue};
 
 /// What [`Explainer::contributions`] returns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Contributions {
     /// The typical house's output (the estimator's scale).
     pub base_value: f64,
-    /// One per model feature, in the encoder's order.
-    pub values: Vec<(Feature, f64)>,
+    /// One per model feature, in the encoder's order: the feature, the value the model used
+    /// (the client's, or the imputation), and its contribution.
+    pub values: Vec<(Feature, Option<FeatureValue>, f64)>,
     /// Whether the scale is `ln(USD)` (else USD).
     pub log_scale: bool,
 }
@@ -189,12 +190,17 @@ impl Explainer {
 
     /// The contributions of the encoded row `x` under `estimator` (the pipeline this explainer
     /// was built from).
-    pub fn contributions(&self, estimator: &Estimator, x: &[f64]) -> Result<Contributions, ArtifactError> {
+    pub fn contributions(
+        &self,
+        estimator: &Estimator,
+        x: &[f64],
+        values: &std::collections::BTreeMap<Feature, FeatureValue>,
+    ) -> Result<Contributions, ArtifactError> {
         let mut out = vec![0.0; self.spans.len()];
         self.add(&self.part, estimator, 1.0, x, &mut out)?;
         Ok(Contributions {
             base_value: self.base_value,
-            values: self.spans.iter().map(|(feature, _)| *feature).zip(out).collect(),
+            values: self.spans.iter().zip(out).map(|((f, _), c)| (*f, values.get(f).cloned(), c)).collect(),
             log_scale: self.log_scale,
         })
     }

@@ -226,7 +226,7 @@ impl LoadedModel {
     /// Per-feature contributions to the price of `house` (see [`crate::model::explain`]).
     pub fn contributions(&self, house: &HouseFeatures) -> Result<Contributions, ScoreError> {
         let encoded = self.pipeline.encode(house)?;
-        Ok(self.explainer.contributions(&self.pipeline.estimator, &encoded.row)?)
+        Ok(self.explainer.contributions(&self.pipeline.estimator, &encoded.row, &encoded.values)?)
     }
 
     /// `name@version`.

@@ -590,9 +590,14 @@ pub fn train(options: &TrainConfig) -> anyhow::Result<Vec<ModelCard>> {
             holdout_estimated_mae: estimated.iter().sum::<f64>() / estimated.len() as f64,
             holdout_mae: holdout_metrics.mae,
         };
-        let outputs = fold_outputs(&candidate, &data, &folds, options.seed, &fold_done)?;
-        let cross_validation = cross_validation(&candidate, &data, &folds, &outputs);
-        fold_done.insert(candidate.name, outputs);
+        let cross_validation = if options.cross_validate {
+            let outputs = fold_outputs(&candidate, &data, &folds, options.seed, &fold_done)?;
+            let cv = cross_validation(&candidate, &data, &folds, &outputs);
+            fold_done.insert(candidate.name, outputs);
+            Some(cv)
+        } else {
+            None
+        };
         let bytes = pipeline.to_bytes().context("cannot serialize the model")?;
 
         let required_only: Vec<HouseFeatures> =
@@ -642,7 +647,7 @@ pub fn train(options: &TrainConfig) -> anyhow::Result<Vec<ModelCard>> {
             model = %card.id(),
             r2 = card.metrics.r2,
             rmsle = card.metrics.rmsle,
-            cv_r2 = card.cross_validation.mean.r2,
+            cv_r2 = card.cross_validation.as_ref().map(|cv| cv.mean.r2),
             seconds = started.elapsed().as_secs_f64(),
             "model written"
         );

@@ -11,7 +11,8 @@ use uuid::Uuid;
 use super::drift::DriftStatus;
 use crate::db::feed::{Feed, Position, Source};
 
-/// A feature whose drift status changed to WARN or DRIFT.
+/// A feature whose drift status changed to WARN or DRIFT, or (pseudo-feature `_coverage`) the
+/// realized coverage of the 90 % intervals falling below its alert threshold.
 #[derive(Debug, Clone, PartialEq, Serialize, SimpleObject)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftAlert {
@@ -21,26 +22,29 @@ pub struct DriftAlert {
     pub model_name: String,
     /// Model version.
     pub model_version: String,
-    /// The feature (`_price` for the prediction).
+    /// The feature (`_price` for the prediction, `_coverage` for interval coverage).
     pub feature: String,
     /// New status.
     pub status: DriftStatus,
     /// Status at the previous evaluation (OK at the first).
     pub previous: DriftStatus,
-    /// PSI over the window.
+    /// PSI over the window (0 for `_coverage` alerts).
     pub psi: f64,
-    /// Live values in the window.
+    /// Live values in the window (for `_coverage`: labelled predictions with an interval).
     pub sample_size: i64,
     /// When the evaluation ran.
     pub evaluated_at: DateTime<Utc>,
+    /// For `_coverage` alerts: the realized coverage of the 90 % intervals (null otherwise).
+    pub coverage: Option<f64>,
 }
 
 /// Stores the alerts of report `report_id`, in its transaction.
 pub async fn insert(tx: &mut Transaction<'_, Postgres>, report_id: i64, alerts: &[DriftAlert]) -> sqlx::Result<()> {
     for alert in alerts {
         sqlx::query(
-            "insert into drift_alerts (id, report_id, evaluated_at, model_name, model_version, feature, status, previous, psi, sample_size)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "insert into drift_alerts (id, report_id, evaluated_at, model_name, model_version, feature, status, previous, psi,
+                                       sample_size, coverage)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(alert.id.parse::<Uuid>().unwrap_or_else(|_| Uuid::now_v7()))
         .bind(report_id)
@@ -52,6 +56,7 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, report_id: i64, alerts: 
         .bind(alert.previous.as_str())
         .bind(alert.psi)
         .bind(alert.sample_size)
+        .bind(alert.coverage)
         .execute(&mut **tx)
         .await?;
     }
@@ -62,7 +67,20 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, report_id: i64, alerts: 
 pub struct RaisedAlerts;
 
 /// A `drift_alerts` row as the feed reads it.
-type AlertRow = (i64, Uuid, String, String, String, String, String, f64, i64, DateTime<Utc>);
+#[derive(sqlx::FromRow)]
+struct AlertRow {
+    xid: i64,
+    id: Uuid,
+    model_name: String,
+    model_version: String,
+    feature: String,
+    status: String,
+    previous: String,
+    psi: f64,
+    sample_size: i64,
+    evaluated_at: DateTime<Utc>,
+    coverage: Option<f64>,
+}
 
 impl Source for RaisedAlerts {
     type Item = DriftAlert;
@@ -75,7 +93,8 @@ impl Source for RaisedAlerts {
         limit: usize,
     ) -> sqlx::Result<Vec<(Position, DriftAlert)>> {
         let rows: Vec<AlertRow> = sqlx::query_as(
-            "select logged_xid::text::int8, id, model_name, model_version, feature, status, previous, psi, sample_size, evaluated_at
+            "select logged_xid::text::int8 as xid, id, model_name, model_version, feature, status, previous, psi,
+                    sample_size, evaluated_at, coverage
                from drift_alerts
               where (logged_xid, id) > ($1::int8::text::xid8, $2) and logged_xid < $3::int8::text::xid8
               order by logged_xid, id
@@ -89,19 +108,20 @@ impl Source for RaisedAlerts {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(xid, id, model_name, model_version, feature, status, previous, psi, sample_size, evaluated_at)| {
+            .map(|r| {
                 let alert = DriftAlert {
-                    id: ID(id.to_string()),
-                    model_name,
-                    model_version,
-                    feature,
-                    status: DriftStatus::parse(&status),
-                    previous: DriftStatus::parse(&previous),
-                    psi,
-                    sample_size,
-                    evaluated_at,
+                    id: ID(r.id.to_string()),
+                    model_name: r.model_name,
+                    model_version: r.model_version,
+                    feature: r.feature,
+                    status: DriftStatus::parse(&r.status),
+                    previous: DriftStatus::parse(&r.previous),
+                    psi: r.psi,
+                    sample_size: r.sample_size,
+                    evaluated_at: r.evaluated_at,
+                    coverage: r.coverage,
                 };
-                (Position { xid, id }, alert)
+                (Position { xid: r.xid, id: r.id }, alert)
             })
             .collect())
     }

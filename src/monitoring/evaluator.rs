@@ -13,9 +13,27 @@ use uuid::Uuid;
 
 use super::alerts::DriftAlert;
 use super::drift::{self, DriftStatus};
-use super::performance::{self, Bucket};
+use super::performance::{self, Bucket, COVERAGE_FEATURE};
 use super::reports;
 use crate::model::{LoadedModel, ModelRegistry};
+
+/// Predictions made this long ago or less count towards the coverage check: sale prices arrive
+/// weeks after the prediction.
+pub const COVERAGE_WINDOW_DAYS: i64 = 30;
+/// Fewest labelled predictions with an interval before coverage is judged: with 100, the
+/// sampling error of a 0.9 coverage is about ±0.03.
+pub const COVERAGE_MIN_SAMPLE: i64 = 100;
+/// Coverage below the intervals' level (0.9) minus this raises a `_coverage` alert.
+pub const COVERAGE_TOLERANCE: f64 = 0.05;
+
+/// The status of a realized coverage: DRIFT below `level - COVERAGE_TOLERANCE` over at least
+/// `COVERAGE_MIN_SAMPLE` predictions, OK otherwise (too few outcomes judge nothing).
+pub fn coverage_status(coverage: &performance::Coverage, level: f64) -> DriftStatus {
+    match coverage.coverage {
+        Some(c) if coverage.interval_labelled >= COVERAGE_MIN_SAMPLE && c < level - COVERAGE_TOLERANCE => DriftStatus::Drift,
+        _ => DriftStatus::Ok,
+    }
+}
 
 /// What the evaluator works with: handed down by the application, so monitoring does not
 /// depend on the layer above it.
@@ -110,6 +128,28 @@ async fn evaluate_model(
         }
     }
     let mut alerts = Vec::new();
+    let coverage =
+        performance::coverage(&state.pool, name, version, to - TimeDelta::days(COVERAGE_WINDOW_DAYS), to).await?;
+    if let Some(c) = coverage.coverage {
+        metrics::gauge!("interval_coverage", "model" => name.clone(), "version" => version.clone()).set(c);
+    }
+    let status = coverage_status(&coverage, crate::model::MONITORED_LEVEL);
+    let before = previous.insert((name.clone(), version.clone(), COVERAGE_FEATURE.to_owned()), status);
+    let before = before.unwrap_or(DriftStatus::Ok);
+    if status != before && status != DriftStatus::Ok {
+        alerts.push(DriftAlert {
+            id: ID(Uuid::now_v7().to_string()),
+            model_name: name.clone(),
+            model_version: version.clone(),
+            feature: COVERAGE_FEATURE.to_owned(),
+            status,
+            previous: before,
+            psi: 0.0,
+            sample_size: coverage.interval_labelled,
+            evaluated_at: to,
+            coverage: coverage.coverage,
+        });
+    }
     for f in report.features.iter().chain(std::iter::once(&report.prediction)) {
         let labels = [("model", name.clone()), ("version", version.clone()), ("feature", f.feature.clone())];
         metrics::gauge!("drift_status", &labels).set(match f.status {
@@ -133,6 +173,7 @@ async fn evaluate_model(
                 psi: f.psi.unwrap_or(0.0),
                 sample_size: f.sample_size,
                 evaluated_at: to,
+                coverage: None,
             });
         }
     }
@@ -142,7 +183,7 @@ async fn evaluate_model(
     }
     for alert in &alerts {
         tracing::warn!(model = %alert.model_name, version = %alert.model_version, feature = %alert.feature,
-                       status = ?alert.status, psi = alert.psi, "drift alert");
+                       status = ?alert.status, psi = alert.psi, coverage = ?alert.coverage, "drift alert");
     }
     Ok(alerts)
 }

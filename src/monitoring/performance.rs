@@ -44,6 +44,18 @@ pub struct PerformanceBucket {
     pub mape: Option<f64>,
     /// Mean error (prediction − actual), USD: positive means the model over-prices.
     pub mean_error: Option<f64>,
+    /// Labelled predictions that were served with a 90 % interval.
+    pub interval_labelled: i64,
+    /// Realized coverage: the share of those whose sale price fell inside the 90 % interval
+    /// (calibrated to 0.9; the evaluator alerts below `COVERAGE_ALERT_BELOW`).
+    pub coverage: Option<f64>,
+    /// Mean width (high − low) of those 90 % intervals, USD.
+    pub mean_interval_width: Option<f64>,
+    /// ESTIMATE, not a measurement: the mean of the error model's estimates of
+    /// `|price − sale price|` over every prediction in the bucket, USD. Known before any sale,
+    /// so it stands in for `mae` until outcomes arrive. It sees only what the model sees: a
+    /// shift in something the model has no input for goes unnoticed.
+    pub estimated_mae: Option<f64>,
 }
 
 /// Accuracy of model `name` (optionally one `version`; all its versions added up otherwise) over
@@ -59,7 +71,8 @@ pub async fn buckets(
     bucket: Bucket,
 ) -> sqlx::Result<Vec<PerformanceBucket>> {
     sqlx::query_as(
-        "select start, predictions, labelled, mae, rmse, mape, mean_error
+        "select start, predictions, labelled, mae, rmse, mape, mean_error, interval_labelled, coverage,
+                mean_interval_width, estimated_mae
            from performance_buckets($1, $2, $3, $4, $5, false)
           order by start",
     )
@@ -69,5 +82,42 @@ pub async fn buckets(
     .bind(name)
     .bind(version)
     .fetch_all(pool)
+    .await
+}
+
+/// The pseudo-feature of coverage alerts (next to `_price` for the prediction's drift).
+pub const COVERAGE_FEATURE: &str = "_coverage";
+
+/// Realized coverage of the 90 % intervals over a window.
+#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
+pub struct Coverage {
+    /// Labelled predictions served with an interval.
+    pub interval_labelled: i64,
+    /// Share of them whose sale price fell inside (null without any).
+    pub coverage: Option<f64>,
+}
+
+/// Realized coverage of model `name@version` over predictions made in `[from, to)` that have an
+/// outcome (from the accuracy rollup: outcomes count for the hour of their prediction).
+#[tracing::instrument(name = "performance.coverage", skip(pool))]
+pub async fn coverage(
+    pool: &PgPool,
+    name: &str,
+    version: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Coverage> {
+    sqlx::query_as(
+        "select coalesce(sum(interval_labelled), 0)::int8 as interval_labelled,
+                sum(covered)::float8 / nullif(sum(interval_labelled), 0) as coverage
+           from accuracy_hourly
+          where model_name = $1 and model_version = $2
+            and hour >= date_trunc('hour', $3::timestamptz, 'UTC') and hour < $4",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
     .await
 }

@@ -91,7 +91,8 @@ impl TestApp {
         init_logs();
         let app = Application::build(config, pool.clone(), "127.0.0.1:0".parse().unwrap()).await.expect("app builds");
         let addr = app.local_addr().unwrap();
-        let model = app.state().models.snapshot().default_model().clone();
+        // What prices the three required inputs alone (the routing of `predictPrice` without `model`).
+        let model = app.state().models.snapshot().route(&HouseFeatures::new(1500.0, 3, 2.0)).clone();
         let log = app.state().log.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
@@ -150,7 +151,7 @@ impl TestApp {
             .expect("request sent")
     }
 
-    /// The default model's own price for a house, computed in-process.
+    /// The price of the model that answers a three-input request, computed in-process.
     pub fn expected_price(&self, square_feet: f64, bedrooms: i64, bathrooms: f64) -> f64 {
         price_of(&self.model, &HouseFeatures::new(square_feet, bedrooms, bathrooms))
     }
@@ -210,7 +211,7 @@ pub fn price_of(model: &LoadedModel, house: &HouseFeatures) -> f64 {
 
 /// The committed model `spec` (`name` or `name@version`), loaded in-process.
 pub fn committed_model(spec: &str) -> Arc<LoadedModel> {
-    house_price_api::model::ModelSet::load(&model_dir(), spec, None)
+    house_price_api::model::ModelSet::load(&model_dir(), &house_price_api::model::ModelRoles::new(spec))
         .expect("committed models load")
         .default_model()
         .clone()

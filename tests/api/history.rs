@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::common::{TestApp, error_code, error_field};
+use crate::common::{TestApp, config, error_code, error_field};
 
 const PAGE: &str = "query($first: Int, $after: String, $filter: PredictionFilter) {
     predictions(first: $first, after: $after, filter: $filter) {
@@ -76,7 +76,11 @@ async fn pages_cover_every_row_once_newest_first(pool: PgPool) {
 
 #[sqlx::test]
 async fn filters_select_by_status_price_model_time_and_request(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    // The linear model: its price grows with square feet, so the price range below holds every step.
+    let mut config = config();
+    config.default_model = "baseline-linear".into();
+    config.three_input_model = String::new();
+    let app = TestApp::spawn_with(pool, config).await;
     seed(&app).await;
 
     let rejected = all_pages(&app, 100, json!({ "status": "REJECTED" })).await;
@@ -102,7 +106,7 @@ async fn filters_select_by_status_price_model_time_and_request(pool: PgPool) {
     assert!(priced.iter().all(|n| (min..=max).contains(&n["price"].as_f64().unwrap())));
 
     assert_eq!(
-        all_pages(&app, 100, json!({ "modelName": "baseline-linear", "modelVersion": "1.0.0" })).await.len(),
+        all_pages(&app, 100, json!({ "modelName": "baseline-linear", "modelVersion": "2.0.0" })).await.len(),
         33
     );
     assert_eq!(all_pages(&app, 100, json!({ "modelVersion": "9.9.9" })).await.len(), 0);

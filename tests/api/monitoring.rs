@@ -168,7 +168,7 @@ async fn an_unshifted_replay_shows_no_drift_and_accuracy_matches_a_hand_computat
     // Accuracy: the API, the SQL view and a computation from the replay's own answers agree.
     let body = app
         .graphql(
-            "query($from: DateTime, $to: DateTime) { performance(model: \"gradient-boosting@1.0.0\", from: $from, to: $to, bucket: DAY) {
+            "query($from: DateTime, $to: DateTime) { performance(model: \"gradient-boosting@2.0.0\", from: $from, to: $to, bucket: DAY) {
                 predictions labelled mae rmse mape meanError } }",
             json!({ "from": from, "to": to }),
         )
@@ -276,7 +276,7 @@ async fn the_evaluator_stores_reports_and_pushes_a_drift_alert(pool: PgPool) {
     assert!(first["drifting"].as_array().unwrap().contains(&json!("squareFeet")), "{body}");
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains("drift_status{model=\"gradient-boosting\",version=\"1.0.0\",feature=\"squareFeet\"} 2"),
+        metrics.contains("drift_status{model=\"gradient-boosting\",version=\"2.0.0\",feature=\"squareFeet\"} 2"),
         "{metrics}"
     );
 }
@@ -298,7 +298,8 @@ async fn outcomes_loaded_with_sql_count_and_sql_corrections_are_audited(pool: Pg
     .execute(&app.pool)
     .await
     .unwrap();
-    let body = app.graphql("{ performance(model: \"baseline-linear\") { labelled mae meanError } }", json!({})).await;
+    let body =
+        app.graphql("{ performance(model: \"three-input-boosting\") { labelled mae meanError } }", json!({})).await;
     let bucket = &body["data"]["performance"][0];
     assert_eq!(bucket["labelled"], 1, "{body}");
     assert!((bucket["mae"].as_f64().unwrap() - 1000.0).abs() < 1e-6);
@@ -323,7 +324,7 @@ async fn traffic_counts_outcomes_by_error_code_with_the_views_latency_percentile
     app.predict(-5.0, 3, 2.0).await;
     let body = app
         .graphql(
-            "{ traffic(model: \"baseline-linear@1.0.0\", bucket: HOUR) { start requests ok rejected failed
+            "{ traffic(model: \"three-input-boosting@1.0.0\", bucket: HOUR) { start requests ok rejected failed
                  errors { code count } latencyP50Us latencyP99Us } }",
             json!({}),
         )
@@ -386,7 +387,7 @@ async fn model_events_list_loads_and_reloads_newest_first(pool: PgPool) {
     assert_eq!((events[0]["event"].as_str(), events[0]["trigger"].as_str()), (Some("reloaded"), Some("api")));
     assert!(events[0]["actor"].as_str().is_some_and(|a| a.len() == 12), "the key's fingerprint: {body}");
     assert_eq!((events[1]["event"].as_str(), events[1]["trigger"].as_str()), (Some("loaded"), Some("startup")));
-    assert_eq!(events[1]["defaultModel"], "baseline-linear@1.0.0");
+    assert_eq!(events[1]["defaultModel"], "price-blend@1.0.0");
     let body = app.graphql("{ modelEvents(first: 0) { id } }", json!({})).await;
     assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
 }

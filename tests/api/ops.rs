@@ -11,7 +11,7 @@ async fn liveness_and_readiness_report_ok_with_database_migrations_and_model(poo
     let ready = app.client.get(app.url("/health/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
-    assert_eq!(body["checks"], json!({ "database": "ok", "migrations": "ok", "model": "baseline-linear@1.0.0" }));
+    assert_eq!(body["checks"], json!({ "database": "ok", "migrations": "ok", "model": "price-blend@1.0.0" }));
 }
 
 #[sqlx::test(migrations = false)]

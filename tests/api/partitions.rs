@@ -16,7 +16,7 @@ const ROWS: &str = "insert into prediction_log (id, request_id, created_at, rout
         bedrooms, bathrooms, raw_input, price, model_name, model_version, latency_us, imputed_features, warnings)
     select gen_random_uuid(), 'r' || i, now() - ((i % 3) || ' days')::interval - (i || ' seconds')::interval, 'graphql',
            case when i % 7 = 0 then 'rejected' else 'ok' end, case when i % 7 = 0 then 'BAD_USER_INPUT' end,
-           1000 + i, 3, 2, '{}', case when i % 7 = 0 then null else 150000 + i end, 'baseline-linear', '1.0.0',
+           1000 + i, 3, 2, '{}', case when i % 7 = 0 then null else 150000 + i end, 'baseline-linear', '2.0.0',
            30 + i, '{}', '[]'
       from generate_series(1, 210) i";
 const OUTCOMES: &str = "insert into prediction_outcomes (prediction_id, actual_price)

@@ -17,7 +17,7 @@ async fn predict_price_answers_the_models_own_output_and_its_row_is_already_comm
     let price = prediction["price"].as_f64().expect("a price");
     assert_eq!(price, app.expected_price(1500.0, 3, 2.0));
     assert!((100_000.0..300_000.0).contains(&price), "plausible Ames price, got {price}");
-    assert_eq!(prediction["model"], json!({ "name": "baseline-linear", "version": "1.0.0" }));
+    assert_eq!(prediction["model"], json!({ "name": "three-input-boosting", "version": "1.0.0" }));
     // Durable mode: the row exists the moment the answer arrives.
     let id: uuid::Uuid = prediction["id"].as_str().unwrap().parse().unwrap();
     let (status, request_id, logged_price, sq, bed, bath): (String, String, f64, f64, i32, f64) = sqlx::query_as(

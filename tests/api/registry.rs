@@ -33,6 +33,8 @@ pub(crate) fn app_config(dir: &Path) -> house_price_api::config::AppConfig {
     let mut config = config();
     config.model_dir = dir.to_owned();
     config.default_model = "ridge-log".into();
+    // ridge-log answers every request that names no model, three inputs included.
+    config.three_input_model = String::new();
     config.api_keys = vec![hash_key("admin-key"), format!("{}:outcomes", hash_key("labeller-key"))];
     config
 }
@@ -46,7 +48,7 @@ async fn reloading_needs_an_api_key_with_the_models_scope(pool: PgPool) {
     assert_eq!(error_code(&reload(&app, Some("wrong")).await), "UNAUTHENTICATED");
     assert_eq!(error_code(&reload(&app, Some("labeller-key")).await), "FORBIDDEN");
     let ok = reload(&app, Some("admin-key")).await;
-    assert_eq!(ok["data"]["reloadModels"]["defaultModel"], "ridge-log@1.0.0", "{ok}");
+    assert_eq!(ok["data"]["reloadModels"]["defaultModel"], "ridge-log@2.0.0", "{ok}");
 
     // With no keys configured, mutations are disabled.
     let mut no_keys = app_config(dir.path());
@@ -79,10 +81,10 @@ async fn a_reload_under_load_swaps_versions_without_failing_a_request(pool: PgPo
     });
     let reloader = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        publish_version(dir.path(), "ridge-log", "1.0.0", "1.1.0");
+        publish_version(dir.path(), "ridge-log", "2.0.0", "2.1.0");
         let body = reload(&app, Some("admin-key")).await;
-        assert_eq!(body["data"]["reloadModels"]["added"], json!(["ridge-log@1.1.0"]), "{body}");
-        assert_eq!(body["data"]["reloadModels"]["defaultModel"], "ridge-log@1.1.0");
+        assert_eq!(body["data"]["reloadModels"]["added"], json!(["ridge-log@2.1.0"]), "{body}");
+        assert_eq!(body["data"]["reloadModels"]["defaultModel"], "ridge-log@2.1.0");
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.cancel();
     };
@@ -90,7 +92,7 @@ async fn a_reload_under_load_swaps_versions_without_failing_a_request(pool: PgPo
 
     let seen: Vec<(String, String)> = seen.into_iter().flatten().collect();
     let versions: std::collections::BTreeSet<&str> = seen.iter().map(|(_, v)| v.as_str()).collect();
-    assert_eq!(versions, ["1.0.0", "1.1.0"].into(), "traffic before and after the swap");
+    assert_eq!(versions, ["2.0.0", "2.1.0"].into(), "traffic before and after the swap");
     // Every row records the version that answered it.
     for (id, version) in &seen {
         assert_eq!(app.count_rows(&format!("id = '{id}' and model_version = '{version}'")).await, 1);
@@ -110,22 +112,22 @@ async fn a_broken_new_artifact_is_rejected_and_the_old_models_keep_serving(pool:
     let dir = tempfile::tempdir().unwrap();
     copy_models(dir.path());
     let app = TestApp::spawn_with(pool, app_config(dir.path())).await;
-    publish_version(dir.path(), "ridge-log", "1.0.0", "2.0.0");
-    std::fs::write(dir.path().join("ridge-log/2.0.0/model.postcard"), b"corrupted").unwrap();
+    publish_version(dir.path(), "ridge-log", "2.0.0", "3.0.0");
+    std::fs::write(dir.path().join("ridge-log/3.0.0/model.postcard"), b"corrupted").unwrap();
 
     let body = reload(&app, Some("admin-key")).await;
 
     assert_eq!(error_code(&body), "MODEL_LOAD_FAILED", "{body}");
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("checksum mismatch"), "{body}");
     let p = app.predict(1500.0, 3, 2.0).await;
-    assert_eq!(p["data"]["predictPrice"]["model"]["version"], "1.0.0", "the old set serves: {p}");
+    assert_eq!(p["data"]["predictPrice"]["model"]["version"], "2.0.0", "the old set serves: {p}");
     let (event, error): (String, Option<String>) =
         sqlx::query_as("select event, error from model_events order by id desc limit 1")
             .fetch_one(&app.pool)
             .await
             .unwrap();
     assert_eq!(event, "reload_failed");
-    assert!(error.unwrap().contains("ridge-log/2.0.0"));
+    assert!(error.unwrap().contains("ridge-log/3.0.0"));
 }
 
 #[sqlx::test]
@@ -133,7 +135,7 @@ async fn sighup_reloads_the_models(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     copy_models(dir.path());
     let app = TestApp::spawn_with(pool, app_config(dir.path())).await;
-    publish_version(dir.path(), "ridge-log", "1.0.0", "1.2.0");
+    publish_version(dir.path(), "ridge-log", "2.0.0", "2.2.0");
 
     let status = std::process::Command::new("kill").args(["-HUP", &std::process::id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -142,14 +144,14 @@ async fn sighup_reloads_the_models(pool: PgPool) {
     for _ in 0..100 {
         let body = app.predict(1500.0, 3, 2.0).await;
         version = body["data"]["predictPrice"]["model"]["version"].as_str().unwrap().to_owned();
-        if version == "1.2.0" {
+        if version == "2.2.0" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(version, "1.2.0");
+    assert_eq!(version, "2.2.0");
     let references: i64 = sqlx::query_scalar(
-        "select count(*) from model_references where model_name = 'ridge-log' and model_version = '1.2.0'",
+        "select count(*) from model_references where model_name = 'ridge-log' and model_version = '2.2.0'",
     )
     .fetch_one(&app.pool)
     .await
@@ -203,7 +205,7 @@ async fn the_shadow_model_scores_every_accepted_prediction(pool: PgPool) {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert_eq!((name.as_str(), version.as_str()), ("gradient-boosting", "1.0.0"));
+    assert_eq!((name.as_str(), version.as_str()), ("gradient-boosting", "2.0.0"));
     assert_eq!(price, crate::common::price_of(&shadow, &house_price_api::model::HouseFeatures::new(1200.0, 3, 2.0)));
     let days: i64 = sqlx::query_scalar("select sum(predictions)::bigint from v_shadow_comparison")
         .fetch_one(&app.pool)

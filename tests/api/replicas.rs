@@ -275,7 +275,7 @@ async fn a_reload_on_one_replica_reaches_the_other_which_says_why_until_it_can_f
     until("B serves the set in force", || async { models_readiness(&b).await["inForce"] == true }).await;
 
     // A new version reaches only A's directory; A reloads.
-    publish_version(dir_a.path(), "ridge-log", "1.0.0", "1.1.0");
+    publish_version(dir_a.path(), "ridge-log", "2.0.0", "2.1.0");
     let body = a
         .client
         .post(a.url("/graphql"))
@@ -287,21 +287,21 @@ async fn a_reload_on_one_replica_reaches_the_other_which_says_why_until_it_can_f
         .json::<serde_json::Value>()
         .await
         .unwrap();
-    assert_eq!(body["data"]["reloadModels"]["defaultModel"], "ridge-log@1.1.0", "{body}");
+    assert_eq!(body["data"]["reloadModels"]["defaultModel"], "ridge-log@2.1.0", "{body}");
 
     // B cannot follow, and says why: in readiness and once in model_events.
     until("B reports that it diverged", || async { models_readiness(&b).await["inForce"] == false }).await;
     let readiness = models_readiness(&b).await;
     let differences = readiness["differences"].to_string();
-    assert!(differences.contains("ridge-log@1.1.0 is not in this replica's MODEL_DIR"), "{readiness}");
-    assert!(differences.contains("the default model is ridge-log@1.0.0 here, ridge-log@1.1.0 in force"), "{readiness}");
+    assert!(differences.contains("ridge-log@2.1.0 is not in this replica's MODEL_DIR"), "{readiness}");
+    assert!(differences.contains("the default model is ridge-log@2.0.0 here, ridge-log@2.1.0 in force"), "{readiness}");
     assert_eq!(models_readiness(&a).await["inForce"], true);
 
     // Once the version reaches B's directory, B follows on its own.
-    publish_version(dir_b.path(), "ridge-log", "1.0.0", "1.1.0");
+    publish_version(dir_b.path(), "ridge-log", "2.0.0", "2.1.0");
     until("B follows the set in force", || async { models_readiness(&b).await["inForce"] == true }).await;
     let p = b.predict(1500.0, 3, 2.0).await;
-    assert_eq!(p["data"]["predictPrice"]["model"]["version"], "1.1.0", "{p}");
+    assert_eq!(p["data"]["predictPrice"]["model"]["version"], "2.1.0", "{p}");
     let events: Vec<(String, String, Option<i64>)> = sqlx::query_as(
         "select event, trigger, revision from model_events where event in ('diverged', 'reloaded') order by id",
     )

@@ -318,7 +318,7 @@ async fn the_migration_rolls_up_the_rows_already_logged(pool: PgPool) {
                 case when i % 5 = 0 then 'BAD_USER_INPUT' end, case when i % 5 = 0 then 'input.bedrooms' end,
                 1000 + i, 3, 2, '{}', case when i % 5 = 0 then null else 150000 + 100 * i end,
                 case when i % 5 = 0 and i % 2 = 0 then null else 'baseline-linear' end,
-                case when i % 5 = 0 and i % 2 = 0 then null else '1.0.0' end, 20 + i * 7, '{}', '[]'
+                case when i % 5 = 0 and i % 2 = 0 then null else '2.0.0' end, 20 + i * 7, '{}', '[]'
            from generate_series(1, 300) i",
     )
     .execute(&pool)
@@ -326,7 +326,7 @@ async fn the_migration_rolls_up_the_rows_already_logged(pool: PgPool) {
     .unwrap();
     sqlx::query(
         "update prediction_log set shadow_price = price * (0.9 + (latency_us % 20) / 100.0),
-                                   shadow_model_name = 'gradient-boosting', shadow_model_version = '1.0.0'
+                                   shadow_model_name = 'gradient-boosting', shadow_model_version = '2.0.0'
           where status = 'ok' and latency_us % 3 = 0",
     )
     .execute(&pool)

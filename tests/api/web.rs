@@ -200,7 +200,7 @@ async fn content_negotiation_and_methods_follow_graphql_over_http(pool: PgPool) 
     let get = app.client.get(app.url("/graphql")).header("accept", "application/json");
     let response = get.query(&[("query", "{ model { name } }")]).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["data"]["model"]["name"], "baseline-linear");
+    assert_eq!(response.json::<Value>().await.unwrap()["data"]["model"]["name"], "price-blend");
     let get = app.client.get(app.url("/graphql")).header("accept", "application/json");
     let response = get.query(&[("query", "mutation { reloadModels { defaultModel } }")]).send().await.unwrap();
     assert_eq!(response.status(), 405);
