@@ -510,6 +510,10 @@ pub struct ReplayConfig {
     /// (repeatable; checked against the feature catalogue when the replay starts).
     #[arg(long = "shift")]
     pub shifts: Vec<String>,
+    /// Replay only a slice of the holdout by a numeric feature: `squareFeet=top30%` (the 30 %
+    /// largest) or `squareFeet=bottom30%`: a shift in who is priced, with true prices intact.
+    #[arg(long)]
+    pub slice: Option<String>,
     /// API key with the `outcomes` scope, to record the true prices.
     #[arg(long, env = "REPLAY_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

@@ -56,6 +56,61 @@ impl FromStr for Shift {
     }
 }
 
+/// A part of the holdout selected by one numeric feature (`squareFeet=top30%`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slice {
+    /// The feature.
+    pub feature: Feature,
+    /// The largest values (else the smallest).
+    pub top: bool,
+    /// Share of the houses kept, in percent.
+    pub percent: f64,
+}
+
+impl FromStr for Slice {
+    type Err = anyhow::Error;
+
+    /// `feature=top30%` or `feature=bottom30%`.
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let usage = || format!("a slice looks like squareFeet=top30% or squareFeet=bottom30%, not {s:?}");
+        let (name, part) = s.split_once('=').with_context(usage)?;
+        let feature = Feature::from_name(name).with_context(|| format!("unknown feature {name:?}"))?;
+        if feature.kind() == FeatureKind::Categorical {
+            bail!("{feature} is categorical: a slice needs a numeric feature");
+        }
+        let (top, percent) = match (part.strip_prefix("top"), part.strip_prefix("bottom")) {
+            (Some(p), _) => (true, p),
+            (_, Some(p)) => (false, p),
+            _ => bail!(usage()),
+        };
+        let percent: f64 = percent.strip_suffix('%').and_then(|p| p.parse().ok()).with_context(usage)?;
+        if !(percent > 0.0 && percent <= 100.0) {
+            bail!("a slice keeps between 0 and 100 % of the houses, not {percent}");
+        }
+        Ok(Self { feature, top, percent })
+    }
+}
+
+impl Slice {
+    /// The houses of `houses` in the slice, in their original order.
+    fn select<T>(&self, houses: Vec<(HouseFeatures, T)>) -> Vec<(HouseFeatures, T)> {
+        let value = |h: &HouseFeatures| match h.get(self.feature) {
+            Some(FeatureValue::Number(x)) => x,
+            _ => f64::NAN,
+        };
+        let mut order: Vec<usize> = (0..houses.len()).collect();
+        order.sort_by(|&a, &b| value(&houses[a].0).total_cmp(&value(&houses[b].0)));
+        if self.top {
+            order.reverse();
+        }
+        let keep = ((houses.len() as f64) * self.percent / 100.0).round() as usize;
+        let mut kept: Vec<usize> = order.into_iter().take(keep).collect();
+        kept.sort_unstable();
+        let mut houses: Vec<Option<(HouseFeatures, T)>> = houses.into_iter().map(Some).collect();
+        kept.into_iter().filter_map(|i| houses[i].take()).collect()
+    }
+}
+
 impl Shift {
     fn apply(&self, house: &mut HouseFeatures) {
         let value = house.get(self.feature);
@@ -158,18 +213,19 @@ async fn post(
 pub async fn run(options: &ReplayConfig) -> anyhow::Result<ReplaySummary> {
     let data = read_dataset(&options.data)?;
     let shifts: Vec<Shift> = options.shifts.iter().map(|s| s.parse()).collect::<anyhow::Result<_>>()?;
+    let slice: Option<Slice> = options.slice.as_deref().map(str::parse).transpose()?;
     let (_, holdout) = holdout_split(data.houses.len(), options.holdout_fraction, options.seed);
-    let take = options.limit.unwrap_or(holdout.len()).min(holdout.len());
-    let houses: Vec<(HouseFeatures, f64)> = holdout[..take]
-        .iter()
-        .map(|&i| {
-            let mut house = data.houses[i].clone();
-            for shift in &shifts {
-                shift.apply(&mut house);
-            }
-            (house, data.prices[i])
-        })
-        .collect();
+    let mut houses: Vec<(HouseFeatures, f64)> =
+        holdout.iter().map(|&i| (data.houses[i].clone(), data.prices[i])).collect();
+    if let Some(slice) = &slice {
+        houses = slice.select(houses);
+    }
+    houses.truncate(options.limit.unwrap_or(houses.len()));
+    for (house, _) in &mut houses {
+        for shift in &shifts {
+            shift.apply(house);
+        }
+    }
     let client = reqwest::Client::new();
     let mut summary = ReplaySummary { sent: houses.len(), ..Default::default() };
     for chunk in houses.chunks(options.batch.max(1)) {
@@ -223,6 +279,22 @@ mod tests {
         assert_eq!(house.get(Feature::Neighborhood), Some(FeatureValue::Category("Gilbert".into())));
         assert!("squareFeet=big".parse::<Shift>().is_err());
         assert!("nope=+1%".parse::<Shift>().is_err());
+    }
+
+    #[test]
+    fn slices_keep_the_top_or_bottom_share_in_order() {
+        let houses: Vec<(HouseFeatures, usize)> = [900.0, 2500.0, 1200.0, 3000.0, 1500.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (HouseFeatures::new(s, 3, 2.0), i))
+            .collect();
+        let top = "squareFeet=top40%".parse::<Slice>().unwrap().select(houses.clone());
+        assert_eq!(top.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [1, 3]);
+        let bottom = "squareFeet=bottom60%".parse::<Slice>().unwrap().select(houses);
+        assert_eq!(bottom.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [0, 2, 4]);
+        assert!("squareFeet=middle30%".parse::<Slice>().is_err());
+        assert!("neighborhood=top30%".parse::<Slice>().is_err());
+        assert!("squareFeet=top0%".parse::<Slice>().is_err());
     }
 
     #[test]

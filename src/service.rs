@@ -478,7 +478,8 @@ fn score_by_model(
     let mut pending: Vec<usize> = (0..checked.len()).filter(|&i| checked[i].is_ok()).collect();
     while let Some(&first) = pending.first() {
         let model = &models[first];
-        let (group, rest): (Vec<usize>, Vec<usize>) = pending.into_iter().partition(|&i| Arc::ptr_eq(&models[i], model));
+        let (group, rest): (Vec<usize>, Vec<usize>) =
+            pending.into_iter().partition(|&i| Arc::ptr_eq(&models[i], model));
         let houses: Vec<&HouseFeatures> = group.iter().filter_map(|&i| checked[i].as_ref().ok()).collect();
         for (&i, score) in group.iter().zip(model.score(&houses)) {
             scores[i] = Some(score);

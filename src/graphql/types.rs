@@ -388,7 +388,11 @@ impl PredictionRecord {
     /// The prediction interval at `level` (as `Prediction.interval`; null unless `OK`): the 0.9
     /// interval stored with the row, or, for another level, computed from the answering model
     /// if it is still loaded (else `BAD_USER_INPUT` on `level`).
-    async fn interval(&self, ctx: &Context<'_>, #[graphql(default = 0.9)] level: f64) -> async_graphql::Result<Option<PriceInterval>> {
+    async fn interval(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 0.9)] level: f64,
+    ) -> async_graphql::Result<Option<PriceInterval>> {
         resolve(async {
             let Some(price) = self.price else { return Ok(None) };
             if (level - MONITORED_LEVEL).abs() < 1e-9 {
@@ -398,7 +402,11 @@ impl PredictionRecord {
                 });
             }
             let set = data::<AppState>(ctx)?.models.snapshot();
-            let id = format!("{}@{}", self.model_name.as_deref().unwrap_or_default(), self.model_version.as_deref().unwrap_or_default());
+            let id = format!(
+                "{}@{}",
+                self.model_name.as_deref().unwrap_or_default(),
+                self.model_version.as_deref().unwrap_or_default()
+            );
             match set.find(&id) {
                 Some(model) => interval_of(&model, price, level),
                 None => Err(AppError::invalid(

@@ -101,6 +101,26 @@ impl Column {
         }
     }
 
+    /// Appends `value`'s encoding in this column to `row`.
+    fn push(&self, value: &FeatureValue, row: &mut Vec<f64>) -> Result<(), InvalidFeature> {
+        let feature = self.feature();
+        match (self, value) {
+            (Column::Numeric { log1p, .. }, FeatureValue::Number(x)) => {
+                row.push(if *log1p { x.max(0.0).ln_1p() } else { *x });
+            }
+            (Column::OneHot { levels, .. }, FeatureValue::Category(label)) => {
+                row.extend(levels.iter().map(|level| if level == label { 1.0 } else { 0.0 }));
+            }
+            (Column::Numeric { .. }, FeatureValue::Category(_)) => {
+                return Err(InvalidFeature { feature, message: "must be a number".to_owned() });
+            }
+            (Column::OneHot { levels, .. }, FeatureValue::Number(_)) => {
+                return Err(InvalidFeature { feature, message: format!("must be one of: {}", levels.join(", ")) });
+            }
+        }
+        Ok(())
+    }
+
     /// The imputation value, as stored in the card.
     pub fn imputation(&self) -> FeatureValue {
         match self {
@@ -185,12 +205,8 @@ impl Encoder {
     pub fn baseline_row(&self) -> Vec<f64> {
         let mut row = Vec::new();
         for column in &self.columns {
-            match column {
-                Column::Numeric { impute, log1p, .. } => row.push(if *log1p { impute.max(0.0).ln_1p() } else { *impute }),
-                Column::OneHot { levels, impute, .. } => {
-                    row.extend(levels.iter().map(|level| if level == impute { 1.0 } else { 0.0 }));
-                }
-            }
+            // An imputation value always fits its own column.
+            let _ = column.push(&column.imputation(), &mut row);
         }
         row
     }
@@ -238,20 +254,7 @@ impl Encoder {
                     column.imputation()
                 }
             };
-            match (column, &value) {
-                (Column::Numeric { log1p, .. }, FeatureValue::Number(x)) => {
-                    row.push(if *log1p { x.max(0.0).ln_1p() } else { *x });
-                }
-                (Column::OneHot { levels, .. }, FeatureValue::Category(label)) => {
-                    row.extend(levels.iter().map(|level| if level == label { 1.0 } else { 0.0 }));
-                }
-                (Column::Numeric { .. }, FeatureValue::Category(_)) => {
-                    return Err(InvalidFeature { feature, message: "must be a number".to_owned() });
-                }
-                (Column::OneHot { levels, .. }, FeatureValue::Number(_)) => {
-                    return Err(InvalidFeature { feature, message: format!("must be one of: {}", levels.join(", ")) });
-                }
-            }
+            column.push(&value, &mut row)?;
             values.insert(feature, value);
         }
         Ok(Encoded { row, imputed, values, unseen })
@@ -314,7 +317,8 @@ impl Pipeline {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let extended: Vec<Vec<f64>> = rows.iter().zip(prices).map(|(row, &price)| error_model_row(row, price)).collect();
+        let extended: Vec<Vec<f64>> =
+            rows.iter().zip(prices).map(|(row, &price)| error_model_row(row, price)).collect();
         Ok(self.error_model.predict(&dense(&extended)?)?.into_iter().map(|e| e.max(0.0)).collect())
     }
 }

@@ -329,22 +329,16 @@ pub fn markdown_table(cards: &[ModelCard]) -> String {
         } else {
             format!("{} (3 required, {} optional)", c.features.len(), c.features.len() - 3)
         };
-        let cv = c.cross_validation.as_ref().map_or_else(|| "–".to_owned(), |cv| format!("{:.4} ± {:.4}", cv.mean.r2, cv.std.r2));
+        let cv = c
+            .cross_validation
+            .as_ref()
+            .map_or_else(|| "–".to_owned(), |cv| format!("{:.4} ± {:.4}", cv.mean.r2, cv.std.r2));
         let interval = c.intervals.holdout.iter().find(|h| (h.level - 0.9).abs() < 1e-9);
         let interval = interval.map_or_else(|| "–".to_owned(), |h| format!("{:.3}, {:.0}", h.coverage, h.mean_width));
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {:.0} | {:.4} | {:.4} | {} | {:.4} | {} |",
-            c.name,
-            c.version,
-            c.algorithm,
-            features,
-            m.mae,
-            m.rmsle,
-            m.r2,
-            cv,
-            c.required_inputs_metrics.r2,
-            interval
+            c.name, c.version, c.algorithm, features, m.mae, m.rmsle, m.r2, cv, c.required_inputs_metrics.r2, interval
         );
     }
     out

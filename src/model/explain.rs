@@ -109,7 +109,16 @@ impl Ensemble {
 /// Visits the leaves reachable by some hybrid of `x` and `z`. `x_fails` / `z_fails` are bit sets
 /// of the features whose value in `x` / `z` fails a condition on the path so far.
 #[allow(clippy::too_many_arguments)]
-fn walk(node: &Node, x: &[f64], z: &[f64], features: &[usize], x_fails: u64, z_fails: u64, scale: f64, out: &mut [f64]) {
+fn walk(
+    node: &Node,
+    x: &[f64],
+    z: &[f64],
+    features: &[usize],
+    x_fails: u64,
+    z_fails: u64,
+    scale: f64,
+    out: &mut [f64],
+) {
     let (Some(left), Some(right)) = (&node.left, &node.right) else {
         let a = z_fails & !x_fails; // only the house satisfies these: they must come from x
         let b = x_fails & !z_fails; // only the typical house does: they must come from z
@@ -205,7 +214,14 @@ impl Explainer {
         })
     }
 
-    fn add(&self, part: &Part, estimator: &Estimator, weight: f64, x: &[f64], out: &mut [f64]) -> Result<(), ArtifactError> {
+    fn add(
+        &self,
+        part: &Part,
+        estimator: &Estimator,
+        weight: f64,
+        x: &[f64],
+        out: &mut [f64],
+    ) -> Result<(), ArtifactError> {
         match (part, estimator) {
             (Part::Additive, _) => {
                 // Row 0 is the typical house; row 1 + i takes feature i from the house.
@@ -241,7 +257,13 @@ mod tests {
     }
 
     fn split(column: usize, threshold: f64, left: Node, right: Node) -> Node {
-        Node { left: Some(Box::new(left)), right: Some(Box::new(right)), value: 0.0, threshold, split_feature_idx: column }
+        Node {
+            left: Some(Box::new(left)),
+            right: Some(Box::new(right)),
+            value: 0.0,
+            threshold,
+            split_feature_idx: column,
+        }
     }
 
     fn predict(node: &Node, row: &[f64]) -> f64 {

@@ -16,11 +16,10 @@ use smartcore::linear::linear_regression::{LinearRegression, LinearRegressionPar
 use smartcore::linear::ridge_regression::{RidgeRegression, RidgeRegressionParameters, RidgeRegressionSolverName};
 use smartcore::xgboost::{XGRegressor, XGRegressorParameters};
 
-
 use super::artifact::{BlendPart, Column, Encoder, Estimator, Pipeline, error_model_row, sha256_hex};
 use super::card::{
-    ArtifactInfo, CARD_FILE, CrossValidation, Distribution, ErrorModelInfo, FeatureInfo, IntervalCheck, IntervalQuantile,
-    Intervals, Metrics, ModelCard, TargetSpec, TrainingInfo,
+    ArtifactInfo, CARD_FILE, CrossValidation, Distribution, ErrorModelInfo, FeatureInfo, IntervalCheck,
+    IntervalQuantile, Intervals, Metrics, ModelCard, TargetSpec, TrainingInfo,
 };
 pub use super::dataset::{
     CALIBRATION_FRACTION, Dataset, MAX_TRAINING_SQUARE_FEET, calibration_split, folds, holdout_split, read_dataset,
@@ -55,11 +54,15 @@ pub fn regression_metrics(actual: &[f64], predicted: &[f64]) -> Metrics {
 #[derive(Debug, Clone)]
 enum Algorithm {
     Linear,
-    Ridge { alpha: f64 },
+    Ridge {
+        alpha: f64,
+    },
     Boosted(Boosting),
     /// A weighted sum of other candidates' outputs; the members must share this candidate's
     /// features and encoding (checked), so one encoded row feeds them all.
-    Blend { members: &'static [(&'static str, f64)] },
+    Blend {
+        members: &'static [(&'static str, f64)],
+    },
 }
 
 /// Gradient-boosting hyper-parameters.
@@ -90,7 +93,8 @@ pub const INTERVAL_LEVELS: [f64; 4] = [0.5, 0.8, 0.9, 0.95];
 /// Folds of the cross-validation in the cards.
 pub const CV_FOLDS: usize = 5;
 /// The error model: small boosted trees (the calibration slice has a few hundred rows).
-const ERROR_MODEL: Boosting = Boosting { n_estimators: 200, learning_rate: 0.03, max_depth: 2, subsample: 0.8, lambda: 1.0 };
+const ERROR_MODEL: Boosting =
+    Boosting { n_estimators: 200, learning_rate: 0.03, max_depth: 2, subsample: 0.8, lambda: 1.0 };
 
 /// Every candidate, the reference first. Hyper-parameters were chosen on the holdout metrics of
 /// this split (README "The models" lists what was tried: a 300-tree random forest reached R² 0.904
@@ -307,7 +311,8 @@ fn fit(
 /// The blend member `name` of `blend`, checked to share its encoding and target.
 fn member(blend: &Candidate, name: &str) -> anyhow::Result<Candidate> {
     let member = candidates().into_iter().find(|c| c.name == name).with_context(|| format!("no candidate {name}"))?;
-    if member.features != blend.features || member.log_areas != blend.log_areas || member.log_target != blend.log_target {
+    if member.features != blend.features || member.log_areas != blend.log_areas || member.log_target != blend.log_target
+    {
         bail!("{} cannot blend {name}: they encode the houses differently", blend.name);
     }
     Ok(member)
@@ -385,7 +390,8 @@ fn fold_outputs(
             .map(|test| {
                 scope.spawn(move || -> anyhow::Result<Vec<f64>> {
                     let train: Vec<usize> = (0..data.houses.len()).filter(|i| !test.contains(i)).collect();
-                    let (encoder, estimator, _) = fit_pipeline(candidate, &Rows::of(data, &train), seed, &BTreeMap::new())?;
+                    let (encoder, estimator, _) =
+                        fit_pipeline(candidate, &Rows::of(data, &train), seed, &BTreeMap::new())?;
                     let x = encode_all(&encoder, &Rows::of(data, test).houses)?;
                     Ok(estimator.predict(&matrix(x)?)?)
                 })
@@ -396,7 +402,12 @@ fn fold_outputs(
 }
 
 /// Mean and standard deviation of the metrics over the folds.
-fn cross_validation(candidate: &Candidate, data: &Dataset, folds: &[Vec<usize>], outputs: &[Vec<f64>]) -> CrossValidation {
+fn cross_validation(
+    candidate: &Candidate,
+    data: &Dataset,
+    folds: &[Vec<usize>],
+    outputs: &[Vec<f64>],
+) -> CrossValidation {
     let metrics: Vec<Metrics> = folds
         .iter()
         .zip(outputs)

@@ -30,7 +30,9 @@ pub const COVERAGE_TOLERANCE: f64 = 0.05;
 /// `COVERAGE_MIN_SAMPLE` predictions, OK otherwise (too few outcomes judge nothing).
 pub fn coverage_status(coverage: &performance::Coverage, level: f64) -> DriftStatus {
     match coverage.coverage {
-        Some(c) if coverage.interval_labelled >= COVERAGE_MIN_SAMPLE && c < level - COVERAGE_TOLERANCE => DriftStatus::Drift,
+        Some(c) if coverage.interval_labelled >= COVERAGE_MIN_SAMPLE && c < level - COVERAGE_TOLERANCE => {
+            DriftStatus::Drift
+        }
         _ => DriftStatus::Ok,
     }
 }

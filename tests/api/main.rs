@@ -19,4 +19,5 @@ mod rollups;
 mod schema;
 mod spool_upgrade;
 mod subscription;
+mod trust;
 mod web;

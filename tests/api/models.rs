@@ -3,8 +3,8 @@ use std::path::{Path, PathBuf};
 use house_price_api::Application;
 use house_price_api::config::AppConfig;
 use house_price_api::config::TrainConfig;
-use house_price_api::model::{ModelRegistry, ModelRoles};
 use house_price_api::model::train::train;
+use house_price_api::model::{ModelRegistry, ModelRoles};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -119,7 +119,8 @@ fn training_reproduces_every_committed_model_byte_for_byte() {
     assert_eq!(fresh.len(), committed.len(), "the same set of files");
     for file in committed {
         let relative = file.strip_prefix(model_dir()).unwrap();
-        let stale = format!("{} differs: run `make train` after changing the training code or data", relative.display());
+        let stale =
+            format!("{} differs: run `make train` after changing the training code or data", relative.display());
         if file.file_name().unwrap() == "card.json" {
             let mut card = card_json(&file);
             assert!(card["cross_validation"]["folds"] == 5, "{} has its cross-validation", relative.display());

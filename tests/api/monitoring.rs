@@ -19,9 +19,21 @@ pub(crate) fn monitored_config() -> house_price_api::config::AppConfig {
 }
 
 pub(crate) async fn run_replay(app: &TestApp, shifts: &[&str]) -> ReplaySummary {
+    replay_with(app, Some("gradient-boosting"), shifts, None).await
+}
+
+/// Replays the holdout (or a `slice` of it) through `app` with `model` (or the routing), shifted,
+/// and records the true prices.
+pub(crate) async fn replay_with(
+    app: &TestApp,
+    model: Option<&str>,
+    shifts: &[&str],
+    slice: Option<&str>,
+) -> ReplaySummary {
     replay::run(&ReplayConfig {
         url: format!("http://{}", app.addr),
-        model: Some("gradient-boosting".into()),
+        model: model.map(str::to_owned),
+        slice: slice.map(str::to_owned),
         data: "data/ames_housing.csv".into(),
         seed: 42,
         holdout_fraction: 0.2,
@@ -344,7 +356,7 @@ async fn traffic_counts_outcomes_by_error_code_with_the_views_latency_percentile
     // The same numbers as v_predictions_hourly for each hour.
     let view: Vec<(chrono::DateTime<Utc>, i64, i64, f64, f64)> = sqlx::query_as(
         "select hour, requests, ok, p50_latency_us, p99_latency_us from v_predictions_hourly
-          where model_name = 'baseline-linear' order by hour",
+          where model_name = 'three-input-boosting' order by hour",
     )
     .fetch_all(&app.pool)
     .await

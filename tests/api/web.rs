@@ -279,7 +279,8 @@ async fn the_dashboard_shows_the_drifting_feature_first_and_the_apis_accuracy(po
     let now = Utc::now();
     let body = app
         .graphql(
-            "query($from: DateTime, $to: DateTime) { performance(model: \"gradient-boosting\", from: $from, to: $to, bucket: HOUR) { labelled mae } }",
+            "query($from: DateTime, $to: DateTime) { performance(model: \"gradient-boosting\", from: $from, to: $to, bucket: HOUR) {
+                 predictions labelled mae intervalLabelled coverage estimatedMae } }",
             json!({ "from": (now - TimeDelta::hours(24)).to_rfc3339(), "to": (now + TimeDelta::minutes(1)).to_rfc3339() }),
         )
         .await;
@@ -288,6 +289,15 @@ async fn the_dashboard_shows_the_drifting_feature_first_and_the_apis_accuracy(po
     let mae = buckets.iter().map(|b| b["labelled"].as_f64().unwrap() * b["mae"].as_f64().unwrap_or(0.0)).sum::<f64>()
         / labelled;
     assert_eq!(result["mae"], format!("{} USD", thousands(mae.round() as i64)), "{result:#}");
+    // And so are the coverage of the 90 % intervals and the estimated MAE (labelled an estimate).
+    let weighted = |key: &str, weight: &str| {
+        let n: f64 = buckets.iter().map(|b| b[weight].as_f64().unwrap()).sum();
+        buckets.iter().map(|b| b[weight].as_f64().unwrap() * b[key].as_f64().unwrap_or(0.0)).sum::<f64>() / n
+    };
+    let coverage = weighted("coverage", "intervalLabelled");
+    assert_eq!(result["coverage"], format!("{:.1} %", 100.0 * coverage), "{result:#}");
+    let estimated = weighted("estimatedMae", "predictions");
+    assert_eq!(result["estimatedMae"], format!("{} USD", thousands(estimated.round() as i64)), "{result:#}");
     assert!(shot.exists());
 }
 

@@ -24,6 +24,8 @@ const C = {
   rmse: '#8250df',
   bias: '#bf5b00',
   share: '#1a7f37',
+  estimate: '#57606a',
+  coverage: '#1b7c83',
 };
 const SERIES = ['#0969da', '#8250df', '#bf5b00', '#1b7c83', '#bf3989', '#57606a'];
 const STATUS_RANK = { DRIFT: 2, WARN: 1, OK: 0 };
@@ -568,20 +570,25 @@ function renderDriftHistory(points, reports, thresholds) {
 // ---------------------------------------------------------------- accuracy
 
 const Q_PERF = `query Performance($model: String!, $from: DateTime, $to: DateTime, $bucket: Bucket!) {
-  performance(model: $model, from: $from, to: $to, bucket: $bucket) { start predictions labelled mae rmse mape meanError }
+  performance(model: $model, from: $from, to: $to, bucket: $bucket) {
+    start predictions labelled mae rmse mape meanError intervalLabelled coverage meanIntervalWidth estimatedMae
+  }
 }`;
 
-function overallMae(buckets) {
+// The mean of a per-bucket mean `key` over the window, weighted by each bucket's `weight` count.
+function weightedMean(buckets, key, weight) {
   let n = 0;
   let s = 0;
   for (const b of buckets) {
-    if (b.labelled > 0 && b.mae !== null && b.mae !== undefined) {
-      n += b.labelled;
-      s += b.labelled * b.mae;
+    if (b[weight] > 0 && b[key] !== null && b[key] !== undefined) {
+      n += b[weight];
+      s += b[weight] * b[key];
     }
   }
   return n ? s / n : null;
 }
+
+const overallMae = (buckets) => weightedMean(buckets, 'mae', 'labelled');
 
 async function loadAccuracy(gen) {
   const p = panels.accuracy;
@@ -603,21 +610,43 @@ function renderAccuracy(buckets, bucket) {
   const labelled = buckets.reduce((s, b) => s + b.labelled, 0);
   const predictions = buckets.reduce((s, b) => s + b.predictions, 0);
   const mae = overallMae(buckets);
+  const coverage = weightedMean(buckets, 'coverage', 'intervalLabelled');
+  const estimated = weightedMean(buckets, 'estimatedMae', 'predictions');
   const tiles = el(
     'div',
     { class: 'tiles' },
     el('div', { class: 'tile' }, el('span', { class: 'tile-label', text: 'MAE in window' }), el('span', { class: 'tile-value', 'data-testid': 'mae', text: usd(mae) })),
+    el(
+      'div',
+      { class: 'tile', title: "The error model's estimate of the MAE from the features, made before any sale is known. It cannot see shifts in what the model has no input for." },
+      el('span', { class: 'tile-label', text: 'Estimated MAE (estimate)' }),
+      el('span', { class: 'tile-value estimate', 'data-testid': 'estimated-mae', text: usd(estimated) }),
+    ),
+    el(
+      'div',
+      { class: 'tile', title: 'Share of sale prices inside their 90 % prediction interval; calibrated to 90 %, alerted below 85 %.' },
+      el('span', { class: 'tile-label', text: '90 % interval coverage' }),
+      el('span', { class: 'tile-value', 'data-testid': 'coverage', text: coverage === null ? '—' : pct(coverage) }),
+    ),
     el('div', { class: 'tile' }, el('span', { class: 'tile-label', text: 'Labelled / predictions' }), el('span', { class: 'tile-value', 'data-testid': 'labelled', text: `${labelled.toLocaleString('en-US')} / ${predictions.toLocaleString('en-US')}` })),
     el('div', { class: 'tile' }, el('span', { class: 'tile-label', text: 'Labelled share' }), el('span', { class: 'tile-value', 'data-testid': 'labelled-share', text: predictions ? pct(labelled / predictions) : '—' })),
   );
-  p.caption.textContent = `Error of predictions with a recorded sale price, per ${bucket === 'HOUR' ? 'hour' : 'day'} (UTC). MAE, RMSE and bias (mean error, predicted − actual) in USD.`;
+  p.caption.textContent = `Error of predictions with a recorded sale price, per ${bucket === 'HOUR' ? 'hour' : 'day'} (UTC): MAE, RMSE and bias (mean error, predicted − actual) in USD, and how often the sale price fell inside its 90 % interval. The estimated MAE is an estimate made before sales are known, for every prediction.`;
   if (!labelled) {
     p.body.replaceChildren(tiles);
-    p.set('empty', 'No outcomes recorded in this window');
+    p.set('empty', 'No outcomes recorded in this window (the estimated MAE is an estimate)');
     return;
   }
   const labels = buckets.map((b) => fmtBucket(b.start, bucket));
-  p.body.replaceChildren(tiles, el('h3', { text: 'Error (USD)' }), canvasBox('chart-accuracy'), el('h3', { text: 'Labelled share (%)' }), canvasBox('chart-labelled', 'chart short'));
+  p.body.replaceChildren(
+    tiles,
+    el('h3', { text: 'Error (USD)' }),
+    canvasBox('chart-accuracy'),
+    el('h3', { text: '90 % interval coverage (%)' }),
+    canvasBox('chart-coverage', 'chart short'),
+    el('h3', { text: 'Labelled share (%)' }),
+    canvasBox('chart-labelled', 'chart short'),
+  );
   chart(p.body.querySelector('#chart-accuracy'), {
     type: 'line',
     data: {
@@ -626,12 +655,24 @@ function renderAccuracy(buckets, bucket) {
         { label: 'MAE (USD)', data: buckets.map((b) => b.mae), borderColor: C.mae, backgroundColor: C.mae, spanGaps: true },
         { label: 'RMSE (USD)', data: buckets.map((b) => b.rmse), borderColor: C.rmse, backgroundColor: C.rmse, spanGaps: true },
         { label: 'Bias / mean error (USD)', data: buckets.map((b) => b.meanError), borderColor: C.bias, backgroundColor: C.bias, borderDash: [4, 3], spanGaps: true },
+        { label: 'Estimated MAE (estimate, USD)', data: buckets.map((b) => b.estimatedMae), borderColor: C.estimate, backgroundColor: C.estimate, borderDash: [2, 2], spanGaps: true },
       ],
     },
     options: {
       scales: { y: { title: { display: true, text: 'USD' }, ticks: { callback: (v) => Number(v).toLocaleString('en-US') } } },
       plugins: { tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label}: ${usd(ctx.parsed.y)}` } } },
     },
+  });
+  chart(p.body.querySelector('#chart-coverage'), {
+    type: 'line',
+    data: {
+      labels,
+      datasets: [
+        { label: 'Realized coverage (%)', data: buckets.map((b) => (b.coverage === null ? null : 100 * b.coverage)), borderColor: C.coverage, backgroundColor: C.coverage, spanGaps: true },
+        { label: 'Calibrated level (90 %)', data: buckets.map(() => 90), borderColor: C.reference, borderDash: [4, 3], pointRadius: 0 },
+      ],
+    },
+    options: { scales: { y: { min: 0, max: 100, title: { display: true, text: '%' } } } },
   });
   chart(p.body.querySelector('#chart-labelled'), {
     type: 'bar',

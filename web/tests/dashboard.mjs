@@ -40,13 +40,14 @@ await runBrowserTest('dashboard', async ({ page, base, out }) => {
       }
       const driftRows = [...document.querySelectorAll('[data-testid="drift-row"]')].map((r) => ({ feature: r.dataset.feature, status: r.dataset.status }));
       const mae = document.querySelector('[data-testid="mae"]');
+      const text = (id) => document.querySelector(`[data-testid="${id}"]`)?.textContent.trim() ?? null;
       const hist = document.querySelector('[data-testid="panel-histogram"]');
       const histogramShown = !!(hist && hist.querySelector('canvas') && hist.dataset.state !== 'error' && hist.getBoundingClientRect().height > 0);
-      return { panels, messages, driftRows, mae: mae ? mae.textContent.trim() : null, histogramShown, histogramFeature: hist ? hist.dataset.feature ?? null : null };
+      return { panels, messages, driftRows, mae: mae ? mae.textContent.trim() : null, coverage: text('coverage'), estimatedMae: text('estimated-mae'), histogramShown, histogramFeature: hist ? hist.dataset.feature ?? null : null };
     }, PANELS);
 
   let r = await read();
-  Object.assign(out, { panels: r.panels, panelMessages: r.messages, driftRows: r.driftRows, mae: r.mae, histogramShown: r.histogramShown, histogramFeature: r.histogramFeature });
+  Object.assign(out, { panels: r.panels, panelMessages: r.messages, driftRows: r.driftRows, mae: r.mae, coverage: r.coverage, estimatedMae: r.estimatedMae, histogramShown: r.histogramShown, histogramFeature: r.histogramFeature });
   // As first rendered (the final read below comes after a prediction made by this script).
   Object.assign(out, { initialPanels: r.panels, initialMessages: r.messages });
   // Problems are collected and reported together at the end (the live feed is still checked).
