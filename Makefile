@@ -74,5 +74,8 @@ bench-load: build ## The logging-path matrix: GraphQL/REST, durable/async/null-l
 bench-volume: build ## The log at 10 M and 20 M rows: monitoring reads, history filters, insert rate, dropping a day
 	$(WITH_DB) bench/volume.sh
 
+bench-models: ## Per-model cost of pricing (with interval and estimated error) and of contributions, in-process
+	$(CARGO) run --release --locked --example model_cost
+
 bench-profile: web ## Where a GraphQL request's server CPU goes, by part: the service against the floor (perf call graphs)
 	$(WITH_DB) bench/profile.sh

@@ -15,6 +15,7 @@ use smartcore::linear::ridge_regression::RidgeRegression;
 use smartcore::xgboost::XGRegressor;
 
 use super::features::{Feature, FeatureValue, HouseFeatures, InvalidFeature};
+use super::forest::Forest;
 
 /// Bumped whenever the envelope's encoding changes, so old artifacts fail loudly instead of
 /// decoding into garbage.
@@ -38,6 +39,57 @@ pub enum Estimator {
     Boosted(BoostedModel),
     /// A weighted sum of estimators fitted on the same columns and target (weights sum to 1).
     Blend(Vec<BlendPart>),
+}
+
+/// An [`Estimator`] as the service evaluates it (built at load): boosted trees through
+/// [`Forest`], which gives smartcore's outputs bit for bit at a fraction of the cost; linear
+/// models through smartcore.
+#[derive(Debug)]
+pub enum Compiled {
+    /// Least squares or ridge: smartcore's `predict`.
+    Additive,
+    /// Boosted trees.
+    Trees(Forest),
+    /// A weighted sum, member by member.
+    Blend(Vec<(f64, Compiled)>),
+}
+
+impl Compiled {
+    /// The compiled form of `estimator`.
+    pub fn of(estimator: &Estimator) -> Result<Self, ArtifactError> {
+        Ok(match estimator {
+            Estimator::Linear(_) | Estimator::Ridge(_) => Compiled::Additive,
+            Estimator::Boosted(model) => Compiled::Trees(Forest::of(model)?),
+            Estimator::Blend(parts) => {
+                Compiled::Blend(parts.iter().map(|p| Ok((p.weight, Compiled::of(&p.estimator)?))).collect::<Result<
+                    _,
+                    ArtifactError,
+                >>(
+                )?)
+            }
+        })
+    }
+
+    /// `estimator`'s outputs (the one this was compiled from) for encoded rows.
+    pub fn predict(&self, estimator: &Estimator, rows: &[Vec<f64>]) -> Result<Vec<f64>, ArtifactError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        match (self, estimator) {
+            (Compiled::Trees(forest), _) => Ok(rows.iter().map(|row| forest.predict(row)).collect()),
+            (Compiled::Blend(parts), Estimator::Blend(members)) if parts.len() == members.len() => {
+                let mut sum = vec![0.0; rows.len()];
+                for ((weight, part), member) in parts.iter().zip(members) {
+                    for (s, p) in sum.iter_mut().zip(part.predict(&member.estimator, rows)?) {
+                        *s += weight * p;
+                    }
+                }
+                Ok(sum)
+            }
+            (Compiled::Additive, _) => estimator.predict(&dense(rows)?),
+            (Compiled::Blend(_), _) => Err(ArtifactError::Predict("compiled form and estimator disagree".into())),
+        }
+    }
 }
 
 /// One member of an [`Estimator::Blend`].

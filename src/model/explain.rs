@@ -18,10 +18,9 @@
 //!   independent of the number of features.
 //! - Blends: Shapley values are linear in the game, so the weighted sum of the members'.
 
-use serde::Deserialize;
-
-use super::artifact::{ArtifactError, BoostedModel, Estimator, Pipeline, dense};
+use super::artifact::{ArtifactError, Compiled, Estimator, Pipeline};
 use super::features::{Feature, FeatureValue};
+use super::forest::{Forest, Node};
 
 /// What [`Explainer::contributions`] returns.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,10 +34,9 @@ pub struct Contributions {
     pub log_scale: bool,
 }
 
-/// The part of a pipeline contributions are computed from, built once at load.
+/// What contributions are computed from, built once at load.
 #[derive(Debug)]
 pub struct Explainer {
-    part: Part,
     /// Each feature's columns.
     spans: Vec<(Feature, std::ops::Range<usize>)>,
     /// Feature index (into `spans`) of each column.
@@ -50,59 +48,10 @@ pub struct Explainer {
     log_scale: bool,
 }
 
-/// Mirrors the [`Estimator`] tree: how each member is explained.
-#[derive(Debug)]
-enum Part {
-    Additive,
-    Trees(Ensemble),
-    Blend(Vec<(f64, Part)>),
-}
-
-/// The trees of a smartcore `XGRegressor`, read through its serde form (smartcore keeps the
-/// nodes private).
-#[derive(Debug)]
-struct Ensemble {
-    learning_rate: f64,
-    trees: Vec<Node>,
-}
-
-/// One smartcore tree node; a leaf has no children. Other serialized fields are ignored.
-#[derive(Debug, Deserialize)]
-struct Node {
-    left: Option<Box<Node>>,
-    right: Option<Box<Node>>,
-    value: f64,
-    threshold: f64,
-    split_feature_idx: usize,
-}
-
-#[derive(Deserialize)]
-struct BoostedForm {
-    regressors: Option<Vec<Node>>,
-    parameters: Option<BoostedParameters>,
-}
-
-#[derive(Deserialize)]
-struct BoostedParameters {
-    learning_rate: f64,
-}
-
-impl Ensemble {
-    fn of(model: &BoostedModel) -> Result<Self, ArtifactError> {
-        let unreadable = |why: String| ArtifactError::Predict(format!("cannot read the boosted trees: {why}"));
-        let value = serde_json::to_value(model).map_err(|e| unreadable(e.to_string()))?;
-        let form: BoostedForm = serde_json::from_value(value).map_err(|e| unreadable(e.to_string()))?;
-        match (form.regressors, form.parameters) {
-            (Some(trees), Some(parameters)) => Ok(Self { learning_rate: parameters.learning_rate, trees }),
-            _ => Err(unreadable("the model is not fitted".into())),
-        }
-    }
-
-    /// Adds each feature's contribution to `out` (weighted by `weight`).
-    fn add(&self, weight: f64, x: &[f64], z: &[f64], feature_of_column: &[usize], out: &mut [f64]) {
-        for tree in &self.trees {
-            walk(tree, x, z, feature_of_column, 0, 0, weight * self.learning_rate, out);
-        }
+/// Adds each feature's contribution under `forest` to `out` (weighted by `weight`).
+fn add_trees(forest: &Forest, weight: f64, x: &[f64], z: &[f64], feature_of_column: &[usize], out: &mut [f64]) {
+    for tree in &forest.trees {
+        walk(tree, x, z, feature_of_column, 0, 0, weight * forest.learning_rate, out);
     }
 }
 
@@ -162,21 +111,9 @@ fn for_each_bit(mut bits: u64, mut f: impl FnMut(usize)) {
     }
 }
 
-impl Part {
-    fn of(estimator: &Estimator) -> Result<Self, ArtifactError> {
-        Ok(match estimator {
-            Estimator::Linear(_) | Estimator::Ridge(_) => Part::Additive,
-            Estimator::Boosted(model) => Part::Trees(Ensemble::of(model)?),
-            Estimator::Blend(parts) => Part::Blend(
-                parts.iter().map(|p| Ok((p.weight, Part::of(&p.estimator)?))).collect::<Result<_, ArtifactError>>()?,
-            ),
-        })
-    }
-}
-
 impl Explainer {
-    /// Prepares `pipeline` for contributions: reads its trees and prices the typical house.
-    pub fn new(pipeline: &Pipeline) -> Result<Self, ArtifactError> {
+    /// Prepares `pipeline` (evaluated as `compiled`) for contributions: prices the typical house.
+    pub fn new(pipeline: &Pipeline, compiled: &Compiled) -> Result<Self, ArtifactError> {
         let spans = pipeline.encoder.spans();
         if spans.len() > 64 {
             return Err(ArtifactError::Predict("contributions support at most 64 features".into()));
@@ -186,27 +123,21 @@ impl Explainer {
             feature_of_column.extend(span.clone().map(|_| index));
         }
         let baseline = pipeline.encoder.baseline_row();
-        let base_value = pipeline.predict_raw(std::slice::from_ref(&baseline))?[0];
-        Ok(Self {
-            part: Part::of(&pipeline.estimator)?,
-            spans,
-            feature_of_column,
-            baseline,
-            base_value,
-            log_scale: pipeline.log_target,
-        })
+        let base_value = compiled.predict(&pipeline.estimator, std::slice::from_ref(&baseline))?[0];
+        Ok(Self { spans, feature_of_column, baseline, base_value, log_scale: pipeline.log_target })
     }
 
-    /// The contributions of the encoded row `x` under `estimator` (the pipeline this explainer
-    /// was built from).
+    /// The contributions of the encoded row `x` under `estimator` (compiled as `compiled`: the
+    /// pipeline this explainer was built from), with the values the model used.
     pub fn contributions(
         &self,
+        compiled: &Compiled,
         estimator: &Estimator,
         x: &[f64],
         values: &std::collections::BTreeMap<Feature, FeatureValue>,
     ) -> Result<Contributions, ArtifactError> {
         let mut out = vec![0.0; self.spans.len()];
-        self.add(&self.part, estimator, 1.0, x, &mut out)?;
+        self.add(compiled, estimator, 1.0, x, &mut out)?;
         Ok(Contributions {
             base_value: self.base_value,
             values: self.spans.iter().zip(out).map(|((f, _), c)| (*f, values.get(f).cloned(), c)).collect(),
@@ -216,14 +147,14 @@ impl Explainer {
 
     fn add(
         &self,
-        part: &Part,
+        compiled: &Compiled,
         estimator: &Estimator,
         weight: f64,
         x: &[f64],
         out: &mut [f64],
     ) -> Result<(), ArtifactError> {
-        match (part, estimator) {
-            (Part::Additive, _) => {
+        match (compiled, estimator) {
+            (Compiled::Additive, _) => {
                 // Row 0 is the typical house; row 1 + i takes feature i from the house.
                 let mut rows = vec![self.baseline.clone()];
                 for (_, span) in &self.spans {
@@ -231,18 +162,20 @@ impl Explainer {
                     hybrid[span.clone()].copy_from_slice(&x[span.clone()]);
                     rows.push(hybrid);
                 }
-                let outputs = estimator.predict(&dense(&rows)?)?;
+                let outputs = compiled.predict(estimator, &rows)?;
                 for (o, hybrid) in out.iter_mut().zip(&outputs[1..]) {
                     *o += weight * (hybrid - outputs[0]);
                 }
             }
-            (Part::Trees(ensemble), _) => ensemble.add(weight, x, &self.baseline, &self.feature_of_column, out),
-            (Part::Blend(parts), Estimator::Blend(members)) => {
+            (Compiled::Trees(forest), _) => add_trees(forest, weight, x, &self.baseline, &self.feature_of_column, out),
+            (Compiled::Blend(parts), Estimator::Blend(members)) => {
                 for ((w, part), member) in parts.iter().zip(members) {
                     self.add(part, &member.estimator, weight * w, x, out)?;
                 }
             }
-            (Part::Blend(_), _) => return Err(ArtifactError::Predict("explainer and estimator disagree".into())),
+            (Compiled::Blend(_), _) => {
+                return Err(ArtifactError::Predict("compiled form and estimator disagree".into()));
+            }
         }
         Ok(())
     }

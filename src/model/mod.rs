@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod events;
 pub mod explain;
 pub mod features;
+pub mod forest;
 pub mod in_force;
 pub mod registry;
 pub mod train;

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 
 use serde::{Deserialize, Serialize};
 
-use super::artifact::{ArtifactError, Column, Encoded, Pipeline};
+use super::artifact::{ArtifactError, Column, Compiled, Encoded, Pipeline, error_model_row};
 use super::card::{CARD_FILE, ModelCard};
 use super::catalogue::PRICE_FEATURE;
 use super::explain::{Contributions, Explainer};
@@ -182,6 +182,9 @@ pub struct LoadedModel {
     /// Its card, as read from disk.
     pub card: ModelCard,
     pipeline: Pipeline,
+    /// The estimator and the error model as they are evaluated.
+    compiled: Compiled,
+    compiled_error_model: Compiled,
     explainer: Explainer,
 }
 
@@ -207,9 +210,11 @@ impl LoadedModel {
         if card.intervals.quantile(MONITORED_LEVEL).is_none() {
             return Err(ModelLoadError::NoInterval { path: card_path, level: MONITORED_LEVEL });
         }
-        let explainer = Explainer::new(&pipeline)
-            .map_err(|source| ModelLoadError::Artifact { path: dir.join(&card.artifact.file), source })?;
-        Ok(Self { card, pipeline, explainer })
+        let unusable = |source| ModelLoadError::Artifact { path: dir.join(&card.artifact.file), source };
+        let compiled = Compiled::of(&pipeline.estimator).map_err(unusable)?;
+        let compiled_error_model = Compiled::of(&pipeline.error_model).map_err(unusable)?;
+        let explainer = Explainer::new(&pipeline, &compiled).map_err(unusable)?;
+        Ok(Self { card, pipeline, compiled, compiled_error_model, explainer })
     }
 
     /// The interval of `price` at `level`, if the card has that level; `None` inside for a
@@ -226,7 +231,7 @@ impl LoadedModel {
     /// Per-feature contributions to the price of `house` (see [`crate::model::explain`]).
     pub fn contributions(&self, house: &HouseFeatures) -> Result<Contributions, ScoreError> {
         let encoded = self.pipeline.encode(house)?;
-        Ok(self.explainer.contributions(&self.pipeline.estimator, &encoded.row, &encoded.values)?)
+        Ok(self.explainer.contributions(&self.compiled, &self.pipeline.estimator, &encoded.row, &encoded.values)?)
     }
 
     /// `name@version`.
@@ -241,10 +246,7 @@ impl LoadedModel {
         // The rows go to the estimator; the rest of each encoding stays for monitoring.
         let rows: Vec<Vec<f64>> =
             encoded.iter_mut().filter_map(|e| e.as_mut().ok().map(|e| std::mem::take(&mut e.row))).collect();
-        let predicted = self.pipeline.predict(&rows).and_then(|prices| {
-            let errors = self.pipeline.estimate_errors(&rows, &prices)?;
-            Ok(prices.into_iter().zip(errors).collect::<Vec<_>>())
-        });
+        let predicted = self.predict(&rows);
         let mut prices = match predicted {
             Ok(prices) => prices.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(err) => {
@@ -276,6 +278,37 @@ impl LoadedModel {
                 })
             })
             .collect()
+    }
+
+    /// Prices and estimated errors of encoded rows: [`Pipeline::predict`] and
+    /// [`Pipeline::estimate_errors`], evaluated through the compiled forms.
+    fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<(f64, f64)>, ArtifactError> {
+        let prices: Vec<f64> = self
+            .compiled
+            .predict(&self.pipeline.estimator, rows)?
+            .into_iter()
+            .map(|raw| self.pipeline.to_price(raw))
+            .collect();
+        let extended: Vec<Vec<f64>> = rows.iter().zip(&prices).map(|(row, &p)| error_model_row(row, p)).collect();
+        let errors = self.compiled_error_model.predict(&self.pipeline.error_model, &extended)?;
+        Ok(prices.into_iter().zip(errors.into_iter().map(|e| e.max(0.0))).collect())
+    }
+
+    /// The same prices through smartcore's own `predict` (what training measured), for tests
+    /// that compare the two paths.
+    pub fn predict_with_smartcore(&self, houses: &[&HouseFeatures]) -> Result<Vec<(f64, f64)>, ScoreError> {
+        let rows: Vec<Vec<f64>> =
+            houses.iter().map(|h| self.pipeline.encode(h).map(|e| e.row)).collect::<Result<_, _>>()?;
+        let prices = self.pipeline.predict(&rows)?;
+        let errors = self.pipeline.estimate_errors(&rows, &prices)?;
+        Ok(prices.into_iter().zip(errors).collect())
+    }
+
+    /// The same prices through the compiled forms.
+    pub fn predict_compiled(&self, houses: &[&HouseFeatures]) -> Result<Vec<(f64, f64)>, ScoreError> {
+        let rows: Vec<Vec<f64>> =
+            houses.iter().map(|h| self.pipeline.encode(h).map(|e| e.row)).collect::<Result<_, _>>()?;
+        Ok(self.predict(&rows)?)
     }
 
     /// Compares one encoded request with the card: warnings for values outside the training range

@@ -350,3 +350,18 @@ async fn an_input_outside_the_training_range_is_answered_with_a_warning(pool: Pg
         .await;
     assert_eq!(in_range["data"]["predictPrice"]["warnings"], json!([]));
 }
+
+#[test]
+fn the_services_tree_walk_gives_smartcores_prices_bit_for_bit() {
+    let data = house_price_api::model::dataset::read_dataset("data/ames_housing.csv".as_ref()).unwrap();
+    let houses: Vec<&house_price_api::model::HouseFeatures> = data.houses.iter().step_by(7).collect();
+    let set = house_price_api::model::ModelSet::load(&model_dir(), &ModelRoles::new("baseline-linear")).unwrap();
+    for model in set.models() {
+        let (compiled, smartcore) =
+            (model.predict_compiled(&houses).unwrap(), model.predict_with_smartcore(&houses).unwrap());
+        assert_eq!(compiled.len(), houses.len());
+        for (c, s) in compiled.iter().zip(&smartcore) {
+            assert!(c.0.to_bits() == s.0.to_bits() && c.1.to_bits() == s.1.to_bits(), "{}: {c:?} vs {s:?}", model.id());
+        }
+    }
+}
