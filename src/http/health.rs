@@ -53,6 +53,7 @@ pub async fn ready(State(s): State<HttpState>) -> Response {
             "revision": sync.revision,
             "serving": set.ids(),
             "defaultModel": model,
+            "threeInputModel": set.three_input_model().map(|m| m.id()),
             "shadowModel": set.shadow_model().map(|m| m.id()),
             "differences": sync.differences,
             "checkedAt": sync.checked_at,

@@ -12,6 +12,7 @@ async fn liveness_and_readiness_report_ok_with_database_migrations_and_model(poo
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["checks"], json!({ "database": "ok", "migrations": "ok", "model": "price-blend@1.0.0" }));
+    assert_eq!(body["models"]["threeInputModel"], "three-input-boosting@1.0.0", "{body}");
 }
 
 #[sqlx::test(migrations = false)]

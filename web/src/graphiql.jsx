@@ -55,6 +55,21 @@ const tabs = [
       name
       version
     }
+    interval {
+      low
+      high
+      level
+    }
+    estimatedError
+    contributions {
+      scale
+      baseValue
+      features {
+        feature
+        value
+        contribution
+      }
+    }
   }
 }
 `,
