@@ -366,13 +366,22 @@ impl Pipeline {
     /// The error model's estimate of `|actual - price|` (USD, never negative) for each encoded row
     /// and the price the model gave it.
     pub fn estimate_errors(&self, rows: &[Vec<f64>], prices: &[f64]) -> Result<Vec<f64>, ArtifactError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let extended: Vec<Vec<f64>> =
-            rows.iter().zip(prices).map(|(row, &price)| error_model_row(row, price)).collect();
-        Ok(self.error_model.predict(&dense(&extended)?)?.into_iter().map(|e| e.max(0.0)).collect())
+        estimate_errors_with(rows, prices, |input| self.error_model.predict(&dense(input)?))
     }
+}
+
+/// The error model's estimates of `|actual - price|` (USD, never negative) for encoded rows and
+/// their prices; `evaluate` runs the error model on its input rows (smartcore's or the compiled form).
+pub fn estimate_errors_with(
+    rows: &[Vec<f64>],
+    prices: &[f64],
+    evaluate: impl FnOnce(&[Vec<f64>]) -> Result<Vec<f64>, ArtifactError>,
+) -> Result<Vec<f64>, ArtifactError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let input: Vec<Vec<f64>> = rows.iter().zip(prices).map(|(row, &price)| error_model_row(row, price)).collect();
+    Ok(evaluate(&input)?.into_iter().map(|e| e.max(0.0)).collect())
 }
 
 /// The error model's input: the encoded row, then the predicted price.

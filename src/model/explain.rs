@@ -200,10 +200,7 @@ mod tests {
     }
 
     fn predict(node: &Node, row: &[f64]) -> f64 {
-        match (&node.left, &node.right) {
-            (Some(l), Some(r)) => predict(if row[node.split_feature_idx] <= node.threshold { l } else { r }, row),
-            _ => node.value,
-        }
+        node.leaf_value(row)
     }
 
     /// Shapley values by enumerating every coalition, for a check of the closed form.

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 
 use serde::{Deserialize, Serialize};
 
-use super::artifact::{ArtifactError, Column, Compiled, Encoded, Pipeline, error_model_row};
+use super::artifact::{ArtifactError, Column, Compiled, Encoded, Pipeline, estimate_errors_with};
 use super::card::{CARD_FILE, ModelCard};
 use super::catalogue::PRICE_FEATURE;
 use super::explain::{Contributions, Explainer};
@@ -289,9 +289,10 @@ impl LoadedModel {
             .into_iter()
             .map(|raw| self.pipeline.to_price(raw))
             .collect();
-        let extended: Vec<Vec<f64>> = rows.iter().zip(&prices).map(|(row, &p)| error_model_row(row, p)).collect();
-        let errors = self.compiled_error_model.predict(&self.pipeline.error_model, &extended)?;
-        Ok(prices.into_iter().zip(errors.into_iter().map(|e| e.max(0.0))).collect())
+        let errors = estimate_errors_with(rows, &prices, |input| {
+            self.compiled_error_model.predict(&self.pipeline.error_model, input)
+        })?;
+        Ok(prices.into_iter().zip(errors).collect())
     }
 
     /// The same prices through smartcore's own `predict` (what training measured), for tests
