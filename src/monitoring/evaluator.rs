@@ -65,6 +65,9 @@ pub fn spawn(state: Evaluator, interval: Duration, window: TimeDelta) {
         async move {
             let mut previous: HashMap<(String, String, String), DriftStatus> = HashMap::new();
             let mut ticks = tokio::time::interval(interval);
+            // A run that overran must not be followed by a burst of runs in the same tick: the
+            // second would find the tick reported and drop the alerts it raised.
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {
