@@ -7,11 +7,15 @@
 #   wrapper starts it as the postgres user).
 # - Creates role $DB_USER (LOGIN CREATEDB: #[sqlx::test] creates a database per test) and
 #   database $DB_NAME owned by it.
+# - Creates the analysts' read-only roles: house_price_reader (NOLOGIN; the migrations grant it
+#   SELECT on the SQL contract) and $ANALYST_USER (LOGIN, a member of it).
 set -euo pipefail
 
 DB_USER=${DB_USER:-house_price}
 DB_PASSWORD=${DB_PASSWORD:-house_price}
 DB_NAME=${DB_NAME:-house_price}
+ANALYST_USER=${ANALYST_USER:-house_price_analyst}
+ANALYST_PASSWORD=${ANALYST_PASSWORD:-house_price_analyst}
 
 log() { echo "db-setup: $*" >&2; }
 
@@ -49,12 +53,19 @@ setup() {
   pg_isready -q -h 127.0.0.1 -p "$PG_PORT" || { log "PostgreSQL did not become ready on port $PG_PORT"; exit 1; }
 
   as_postgres psql -q -v ON_ERROR_STOP=1 -p "$PG_PORT" \
-    -v db_user="$DB_USER" -v db_password="$DB_PASSWORD" -v db_name="$DB_NAME" <<'SQL'
+    -v db_user="$DB_USER" -v db_password="$DB_PASSWORD" -v db_name="$DB_NAME" \
+    -v analyst_user="$ANALYST_USER" -v analyst_password="$ANALYST_PASSWORD" <<'SQL'
 SELECT format('CREATE ROLE %I LOGIN CREATEDB PASSWORD %L', :'db_user', :'db_password')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'db_user')\gexec
 SELECT format('ALTER ROLE %I LOGIN CREATEDB PASSWORD %L', :'db_user', :'db_password')\gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'db_name', :'db_user')
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db_name')\gexec
+SELECT 'CREATE ROLE house_price_reader NOLOGIN'
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'house_price_reader')\gexec
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE house_price_reader', :'analyst_user', :'analyst_password')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'analyst_user')\gexec
+SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L', :'analyst_user', :'analyst_password')\gexec
+SELECT format('GRANT house_price_reader TO %I', :'analyst_user')\gexec
 SQL
 }
 

@@ -85,8 +85,26 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
     /// Deepest accepted selection set.
     pub const MAX_QUERY_DEPTH: usize = 10;
-    /// Largest accepted query complexity (one point per field).
-    pub const MAX_QUERY_COMPLEXITY: usize = 1_000;
+    /// Largest accepted GraphQL cost (estimated database work, see `graphql::cost`) per request.
+    pub const MAX_QUERY_COST: usize = 5_000;
+    /// Most aliases in one GraphQL document (counted through fragments).
+    pub const MAX_ALIASES: usize = 30;
+    /// Most directives in one GraphQL document (counted through fragments).
+    pub const MAX_DIRECTIVES: usize = 50;
+    /// Most lexical tokens in one GraphQL document.
+    pub const MAX_TOKENS: usize = 5_000;
+    /// Milliseconds an API read may run in PostgreSQL (`statement_timeout` of the read pool).
+    pub const READ_TIMEOUT_MS: u64 = 5_000;
+    /// Connections of the pool API reads use (apart from the log writer's).
+    pub const READ_POOL_SIZE: u32 = 4;
+    /// Milliseconds between two re-reads of the `api_keys` table (and `last_used_at` writes).
+    pub const KEY_REFRESH_MS: u64 = 1_000;
+    /// Requests per second one client address may make (0: no limit).
+    pub const RATE_LIMIT_PER_ADDRESS: u32 = 100;
+    /// Requests per second one API key may make (0: no limit).
+    pub const RATE_LIMIT_PER_KEY: u32 = 1_000;
+    /// Seconds of the per-second rate a client may spend at once (the burst).
+    pub const RATE_LIMIT_BURST_SECONDS: u32 = 2;
     /// Deepest accepted `__schema`/`__type` selection. The standard introspection query
     /// (graphql-js `getIntrospectionQuery()`, as GraphiQL, codegen and `gql` send it) is 15 deep
     /// (its `TypeRef` fragment nests `ofType` nine times to unwrap types like `[[T!]!]!`); this
@@ -122,6 +140,16 @@ pub enum Command {
     /// Replay the Ames holdout houses through a running service (optionally shifted) and record
     /// their true prices as outcomes.
     Replay(ReplayConfig),
+    /// Manage the API keys kept in the database (every replica sees a change within
+    /// `KEY_REFRESH_MS`).
+    Keys {
+        /// The database.
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// What to do.
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Print the sha256 digest of an API key, for `API_KEYS`.
     HashKey {
         /// The key.
@@ -132,6 +160,39 @@ pub enum Command {
         /// Root model directory.
         #[arg(long, env = "MODEL_DIR", default_value = defaults::MODEL_DIR)]
         model_dir: PathBuf,
+    },
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a key and print it (the only time it is shown).
+    Create {
+        /// Who or what the key is for.
+        #[arg(long)]
+        name: String,
+        /// Scopes, comma-separated: predict, history, monitoring, outcomes, models.
+        #[arg(long)]
+        scopes: String,
+        /// Days until the key expires (default: never).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        expires_in_days: Option<u32>,
+    },
+    /// List the keys (never their secrets): id, name, scopes, state, created, expires, last used.
+    List,
+    /// Revoke a key by id.
+    Revoke {
+        /// The key's id (the 12 hex digits after `hpk_`).
+        id: String,
+    },
+    /// Replace a key with a new one of the same name and scopes; the old one keeps working for
+    /// the grace period, so clients can switch without an outage.
+    Rotate {
+        /// The key's id.
+        id: String,
+        /// Hours the old key keeps working.
+        #[arg(long, default_value_t = 24)]
+        grace_hours: u32,
     },
 }
 
@@ -232,8 +293,6 @@ pub struct AppConfig {
     /// API keys allowed to call mutations, as sha256 hex digests (`house-price-api hash-key KEY`),
     /// comma-separated, each optionally `:scope+scope` (`models`, `outcomes`; default both).
     /// Empty: mutations are disabled.
-    #[arg(long, env = "API_KEYS", value_delimiter = ',', default_value = "", hide_env_values = true)]
-    pub api_keys: Vec<String>,
     /// Largest accepted request body, bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
@@ -257,6 +316,9 @@ pub struct AppConfig {
     /// Request limits.
     #[command(flatten)]
     pub limits: LimitsConfig,
+    /// Keys, scopes and rate limits.
+    #[command(flatten)]
+    pub access: AccessConfig,
 }
 
 impl AppConfig {
@@ -281,7 +343,6 @@ impl AppConfig {
             default_model: defaults::DEFAULT_MODEL.to_owned(),
             three_input_model: defaults::THREE_INPUT_MODEL.to_owned(),
             shadow_model: None,
-            api_keys: Vec::new(),
             max_body_bytes: defaults::MAX_BODY_BYTES,
             monitor_interval_ms: defaults::MONITOR_INTERVAL_MS,
             monitor_window_hours: defaults::MONITOR_WINDOW_HOURS,
@@ -289,6 +350,7 @@ impl AppConfig {
             cors_allowed_origins: Vec::new(),
             log: LogWriterConfig::default(),
             limits: LimitsConfig::default(),
+            access: AccessConfig::default(),
         }
     }
 }
@@ -399,9 +461,26 @@ pub struct LimitsConfig {
     /// Deepest accepted GraphQL selection.
     #[arg(long, env = "MAX_QUERY_DEPTH", default_value_t = defaults::MAX_QUERY_DEPTH)]
     pub max_query_depth: usize,
-    /// Largest accepted GraphQL query complexity.
-    #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = defaults::MAX_QUERY_COMPLEXITY)]
-    pub max_query_complexity: usize,
+    /// Largest accepted cost of one request (the sum over a batch's operations): estimated
+    /// database work, each field's cost in its description (`graphql::cost`). QUERY_TOO_COSTLY beyond.
+    #[arg(long, env = "MAX_QUERY_COST", default_value_t = defaults::MAX_QUERY_COST)]
+    pub max_query_cost: usize,
+    /// Most aliases in one GraphQL document, counted through fragments (QUERY_TOO_COSTLY beyond).
+    #[arg(long, env = "MAX_ALIASES", default_value_t = defaults::MAX_ALIASES)]
+    pub max_aliases: usize,
+    /// Most directives in one GraphQL document, counted through fragments (QUERY_TOO_COSTLY beyond).
+    #[arg(long, env = "MAX_DIRECTIVES", default_value_t = defaults::MAX_DIRECTIVES)]
+    pub max_directives: usize,
+    /// Most lexical tokens in one GraphQL document, counted before parsing (QUERY_TOO_COSTLY beyond).
+    #[arg(long, env = "MAX_TOKENS", default_value_t = defaults::MAX_TOKENS)]
+    pub max_tokens: usize,
+    /// Milliseconds an API read (history, monitoring) may run in PostgreSQL: the read pool's
+    /// `statement_timeout`. A read cut off answers REQUEST_TIMEOUT.
+    #[arg(long, env = "READ_TIMEOUT_MS", default_value_t = defaults::READ_TIMEOUT_MS)]
+    pub read_timeout_ms: u64,
+    /// Connections of the read pool (history and monitoring reads); the log writer has its own.
+    #[arg(long, env = "READ_POOL_SIZE", default_value_t = defaults::READ_POOL_SIZE)]
+    pub read_pool_size: u32,
     /// Most rows one request may log, counting every alias and batch item (BAD_USER_INPUT beyond).
     #[arg(long, env = "MAX_ROWS_PER_REQUEST", default_value_t = defaults::MAX_ROWS_PER_REQUEST)]
     pub max_rows_per_request: usize,
@@ -424,7 +503,12 @@ impl Default for LimitsConfig {
             max_page_size: defaults::MAX_PAGE_SIZE,
             request_timeout_ms: defaults::REQUEST_TIMEOUT_MS,
             max_query_depth: defaults::MAX_QUERY_DEPTH,
-            max_query_complexity: defaults::MAX_QUERY_COMPLEXITY,
+            max_query_cost: defaults::MAX_QUERY_COST,
+            max_aliases: defaults::MAX_ALIASES,
+            max_directives: defaults::MAX_DIRECTIVES,
+            max_tokens: defaults::MAX_TOKENS,
+            read_timeout_ms: defaults::READ_TIMEOUT_MS,
+            read_pool_size: defaults::READ_POOL_SIZE,
             max_rows_per_request: defaults::MAX_ROWS_PER_REQUEST,
             max_introspection_depth: defaults::MAX_INTROSPECTION_DEPTH,
             introspection: defaults::INTROSPECTION,
@@ -442,6 +526,9 @@ impl LimitsConfig {
                 self.max_page_size
             );
         }
+        if self.read_pool_size == 0 || self.read_timeout_ms == 0 {
+            anyhow::bail!("READ_POOL_SIZE and READ_TIMEOUT_MS must be at least 1");
+        }
         if self.max_batch_size == 0 {
             anyhow::bail!("MAX_BATCH_SIZE must be at least 1");
         }
@@ -455,9 +542,69 @@ impl LimitsConfig {
         Ok(())
     }
 
+    /// [`Self::read_timeout_ms`] as a duration.
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
+
     /// [`Self::request_timeout_ms`] as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// Who may call, and how often.
+#[derive(Debug, Clone, Args)]
+pub struct AccessConfig {
+    /// `open`: predictions, history, monitoring and model metadata need no key (local use, the
+    /// seed's clients); `keys`: every operation needs a key with its scope (production).
+    #[arg(long, env = "ACCESS", value_enum, default_value_t = crate::auth::Access::Open)]
+    pub access: crate::auth::Access,
+    /// Bootstrap API keys as sha256 digests (`house-price-api hash-key`), comma-separated:
+    /// `<digest>` (every scope) or `<digest>:<scope>+<scope>`. Keys are otherwise kept in the
+    /// database (`house-price-api keys create`).
+    #[arg(long, env = "API_KEYS", value_delimiter = ',', default_value = "", hide_env_values = true)]
+    pub api_keys: Vec<String>,
+    /// Milliseconds between two re-reads of the `api_keys` table: how long a created, revoked or
+    /// rotated key takes to reach this replica.
+    #[arg(long, env = "KEY_REFRESH_MS", default_value_t = defaults::KEY_REFRESH_MS,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub key_refresh_ms: u64,
+    /// Requests per second one client address may make, per replica (0: unlimited). Requests
+    /// with a valid key count against the key instead.
+    #[arg(long, env = "RATE_LIMIT_PER_ADDRESS", default_value_t = defaults::RATE_LIMIT_PER_ADDRESS)]
+    pub rate_limit_per_address: u32,
+    /// Requests per second one API key may make, per replica (0: unlimited).
+    #[arg(long, env = "RATE_LIMIT_PER_KEY", default_value_t = defaults::RATE_LIMIT_PER_KEY)]
+    pub rate_limit_per_key: u32,
+    /// Seconds of its rate a client may spend at once (burst = rate × this).
+    #[arg(long, env = "RATE_LIMIT_BURST_SECONDS", default_value_t = defaults::RATE_LIMIT_BURST_SECONDS,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub rate_limit_burst_seconds: u32,
+    /// Take the client address from the last entry of `X-Forwarded-For` (set it only behind a
+    /// proxy that appends the address it saw, such as nginx with `$proxy_add_x_forwarded_for`).
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            access: crate::auth::Access::Open,
+            api_keys: Vec::new(),
+            key_refresh_ms: defaults::KEY_REFRESH_MS,
+            rate_limit_per_address: defaults::RATE_LIMIT_PER_ADDRESS,
+            rate_limit_per_key: defaults::RATE_LIMIT_PER_KEY,
+            rate_limit_burst_seconds: defaults::RATE_LIMIT_BURST_SECONDS,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+impl AccessConfig {
+    /// [`Self::key_refresh_ms`] as a duration.
+    pub fn key_refresh(&self) -> Duration {
+        Duration::from_millis(self.key_refresh_ms)
     }
 }
 

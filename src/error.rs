@@ -29,6 +29,13 @@ pub mod codes {
     pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
     /// A bug or unexpected fault; details are in the server log under the request id.
     pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+    /// The request's cost (estimated database work) or its count of aliases, directives or
+    /// tokens is over its limit; `extensions.limit` says which, with `cost` and `budget` (cost)
+    /// or `count` and `max` (the others). Nothing ran.
+    pub const QUERY_TOO_COSTLY: &str = "QUERY_TOO_COSTLY";
+    /// The client (its API key, or its address without one) is over its rate (status 429, with
+    /// `Retry-After`; `extensions.retryAfterSeconds` on GraphQL).
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
     /// The HTTP body is larger than `MAX_BODY_BYTES` (status 413).
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
     /// The HTTP request is not a GraphQL request: a body that is not JSON or lacks a string

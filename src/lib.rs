@@ -8,7 +8,7 @@
 //! | module | what lives there |
 //! |---|---|
 //! | [`config`] | the typed configuration (clap flags + env vars, documented defaults) |
-//! | [`auth`] | hashed API keys and their scopes, for mutations |
+//! | [`auth`] | API keys (database and `API_KEYS`), scopes, `ACCESS` |
 //! | [`error`] | `AppError` and the stable GraphQL error codes |
 //! | [`model`] | the feature catalogue and validation, artifacts + checksums, model cards, registry, training |
 //! | [`log`] | the prediction log: row type, SQL, the writer (group commit, failover to the spool, drain), shadow scoring |
@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 pub use graphql::{AppSchema, build_schema};
 pub use http::app;
 
-use auth::ApiKeys;
+use auth::KeyStore;
 use config::{AppConfig, Cli, Command};
 use log::LogWriter;
 use log::shadow::ShadowScorer;
@@ -77,7 +77,7 @@ impl Application {
         }
         let models = ModelRegistry::load(&config.model_dir, config.model_roles())
             .with_context(|| format!("cannot load the models in {}", config.model_dir.display()))?;
-        let api_keys = ApiKeys::parse(&config.api_keys).context("invalid API_KEYS")?;
+        let keys = Arc::new(KeyStore::from_env(&config.access.api_keys).context("invalid API_KEYS")?);
         let set = models.snapshot();
         for m in set.models() {
             tracing::info!(model = %m.id(), sha256 = %m.card.artifact.sha256, r2 = m.card.metrics.r2, "model loaded");
@@ -92,6 +92,11 @@ impl Application {
         let shadow = config.shadow_model.is_some().then(|| ShadowScorer::spawn(pool.clone(), models.clone()));
         let log = LogWriter::spawn(pool.clone(), &config.log, shadow)?;
         let pool = db::with_statement_timeout(&pool, config.limits.request_timeout());
+        let reads = db::reads::ReadPool::new(&pool, config.limits.read_pool_size, config.limits.read_timeout());
+        // Not fatal: the keys of API_KEYS work, and the refresh task retries every KEY_REFRESH_MS.
+        if let Err(err) = keys.refresh(&pool).await {
+            tracing::error!(error = %err, "cannot read the API keys from the database");
+        }
         // Not fatal: without it only the SQL drift view lacks this version (readiness reports an
         // unmigrated database).
         if let Err(err) = monitoring::references::sync(&pool, &set).await {
@@ -109,7 +114,8 @@ impl Application {
             models,
             log,
             config: Arc::new(config),
-            api_keys: Arc::new(api_keys),
+            keys,
+            reads,
             shutdown,
             events,
             alerts,
@@ -145,6 +151,7 @@ impl Application {
             shutdown: state.shutdown.clone(),
         };
         convergence::spawn(state.clone());
+        state.keys.clone().spawn_refresh(state.pool.clone(), config.access.key_refresh(), state.shutdown.clone());
         log::partitions::spawn_maintenance(&state.pool, config.log.log_retention_days, state.shutdown.clone());
         monitoring::evaluator::spawn(
             evaluator,
@@ -153,7 +160,8 @@ impl Application {
         );
         let router = app(self.schema, self.state.clone());
         tracing::info!(%addr, "listening (GraphiQL at http://{addr}/graphql)");
-        axum::serve(self.listener, router)
+        // With the peer address (the rate limit per client address reads it).
+        axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: finishing in-flight requests");
@@ -273,6 +281,10 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
                 summary.mae()
             );
             Ok(())
+        }
+        Command::Keys { database, action } => {
+            let pool = db::connect(&database).await?;
+            auth::keys::run_cli(&pool, action).await
         }
         Command::HashKey { key } => {
             println!("{}", auth::hash_key(&key));

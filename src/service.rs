@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::auth::ApiKeys;
+use crate::auth::KeyStore;
 use crate::config::AppConfig;
 use crate::error::{AppError, codes};
 use crate::log::{LogWriter, PredictionRecord, PredictionStatus, without_nul, without_nul_str};
@@ -49,8 +49,10 @@ pub struct AppParts {
     pub log: LogWriter,
     /// Service settings.
     pub config: Arc<AppConfig>,
-    /// Hashed API keys allowed to call mutations.
-    pub api_keys: Arc<ApiKeys>,
+    /// The API keys this replica accepts (`API_KEYS` and the `api_keys` table).
+    pub keys: Arc<KeyStore>,
+    /// The pool history and monitoring reads run on (bounded and cancellable).
+    pub reads: crate::db::reads::ReadPool,
     /// Cancelled when the server starts shutting down (ends subscriptions).
     pub shutdown: CancellationToken,
     /// Committed log rows of every replica, read from PostgreSQL (`predictionLogged`).
@@ -128,6 +130,8 @@ pub struct RequestMeta {
     pub operation: Option<String>,
     /// User-Agent.
     pub client: Option<String>,
+    /// The API key presented (`api_keys.id`), if it was valid.
+    pub api_key_id: Option<String>,
     /// For latency.
     pub received: Instant,
     /// For `created_at`, at PostgreSQL's microsecond precision so the API and the row agree.
@@ -145,6 +149,7 @@ impl RequestMeta {
             route,
             operation: None,
             client,
+            api_key_id: None,
             received: Instant::now(),
             received_at: Utc::now().trunc_subsecs(6),
             logged_rows: Arc::default(),
@@ -506,6 +511,7 @@ fn new_record(
         route: meta.route.as_str().to_owned(),
         operation: meta.operation.clone(),
         client: meta.client.clone(),
+        api_key_id: meta.api_key_id.clone(),
         status: PredictionStatus::Ok,
         error_code: None,
         error_field: None,

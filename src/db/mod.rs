@@ -1,10 +1,11 @@
 //! PostgreSQL: the pool and the embedded migrations ([`errors`] classifies what a failed
 //! statement means, [`lease`] runs a job in one replica at a time, [`feed`] turns a table's new
-//! rows into events for every replica).
+//! rows into events for every replica, [`reads`] bounds and cancels the API's reads).
 
 pub mod errors;
 pub mod feed;
 pub mod lease;
+pub mod reads;
 
 pub use errors::DbFault;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::DatabaseConfig;
 
@@ -36,15 +37,19 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
 /// idempotent), nor do migrations (converting a large log takes as long as it takes).
 pub fn with_statement_timeout(pool: &PgPool, timeout: Duration) -> PgPool {
     let options = pool.options();
-    let connect = pool
-        .connect_options()
-        .as_ref()
-        .clone()
-        .options([("statement_timeout", format!("{}ms", timeout.as_millis().max(1)))]);
     PgPoolOptions::new()
         .max_connections(options.get_max_connections())
         .acquire_timeout(options.get_acquire_timeout())
-        .connect_lazy_with(connect)
+        .connect_lazy_with(timed_connect_options(pool, timeout))
+}
+
+/// `pool`'s connect options with `statement_timeout` = `timeout` as a startup parameter (no `SET`
+/// round trip per statement).
+pub fn timed_connect_options(pool: &PgPool, timeout: Duration) -> PgConnectOptions {
+    pool.connect_options()
+        .as_ref()
+        .clone()
+        .options([("statement_timeout", format!("{}ms", timeout.as_millis().max(1)))])
 }
 
 /// Applies pending migrations.

@@ -3,6 +3,7 @@
 
 use async_graphql::{Context, ErrorExtensions};
 
+use crate::auth::{Caller, Scope};
 use crate::error::AppError;
 use crate::service::{AppState, RequestMeta};
 
@@ -20,4 +21,14 @@ pub(crate) fn data<'a, T: Send + Sync + 'static>(ctx: &Context<'a>) -> Result<&'
 /// or per WebSocket operation by `super::extensions::RequestContext`).
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> Result<(&'a AppState, &'a RequestMeta), AppError> {
     Ok((data::<AppState>(ctx)?, data::<RequestMeta>(ctx)?))
+}
+
+/// The application state, once the caller is allowed what `scope` covers (`None`: model
+/// metadata) under `ACCESS`; `UNAUTHENTICATED` or `FORBIDDEN` otherwise. Also returns the
+/// accepted key's id (`model_events` records who reloaded).
+pub(crate) fn authorize<'a>(ctx: &Context<'a>, scope: Option<Scope>) -> Result<(&'a AppState, Option<&'a str>), AppError> {
+    let state = data::<AppState>(ctx)?;
+    let caller = ctx.data_opt::<Caller>().unwrap_or(&Caller::Anonymous);
+    let key = caller.require(state.config.access.access, scope, state.keys.is_empty())?;
+    Ok((state, key))
 }

@@ -138,6 +138,7 @@ impl Extension for RequestContextExtension {
                 let mut meta =
                     RequestMeta::new(uuid::Uuid::new_v4().to_string(), Route::Graphql, socket.client.clone());
                 meta.operation = request.operation_name.clone();
+                meta.api_key_id = ctx.data_opt::<crate::auth::Caller>().and_then(|c| c.key_id()).map(str::to_owned);
                 let id = meta.request_id.clone();
                 request.data.insert(meta);
                 Some(id)

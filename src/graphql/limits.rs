@@ -21,6 +21,7 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
 use async_graphql::{Name, Request, ServerError, ServerResult, ValidationResult, Variables};
 
+use super::cost::{self, CostLimits, CostMeter, Shape};
 use super::documents::{CachedDocument, DocumentCache};
 
 use crate::config::LimitsConfig;
@@ -163,16 +164,24 @@ fn is_recursion_limit(err: &ServerError) -> bool {
         || err.message.contains("recursion limit exceeded")
 }
 
-/// Extension factory enforcing [`DepthLimits`] (and caching the documents that pass them).
+/// Extension factory enforcing [`DepthLimits`] and the [`CostLimits`] (and caching the documents
+/// that pass them).
 pub struct QueryLimits {
     limits: DepthLimits,
+    cost: Option<CostLimits>,
     cache: Arc<DocumentCache>,
 }
 
 impl QueryLimits {
     /// The extension for `limits`, with an empty document cache.
     pub fn new(limits: DepthLimits) -> Self {
-        Self { limits, cache: Arc::default() }
+        Self { limits, cost: None, cache: Arc::default() }
+    }
+
+    /// Also enforces the cost model's limits.
+    #[must_use]
+    pub fn with_cost(self, cost: CostLimits) -> Self {
+        Self { cost: Some(cost), ..self }
     }
 
     /// Its document cache (tests read how many validations it spared).
@@ -185,6 +194,8 @@ impl ExtensionFactory for QueryLimits {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(QueryLimitsExtension {
             limits: self.limits,
+            cost_limits: self.cost,
+            cost: OnceLock::new(),
             cache: self.cache.clone(),
             operation_name: OnceLock::new(),
             document: OnceLock::new(),
@@ -196,6 +207,9 @@ impl ExtensionFactory for QueryLimits {
 /// One per request: what `parse_query` learnt, for `validation`.
 struct QueryLimitsExtension {
     limits: DepthLimits,
+    cost_limits: Option<CostLimits>,
+    /// The selected operation's cost (from `parse_query`, checked once the operation validated).
+    cost: OnceLock<(usize, Option<async_graphql::Pos>)>,
     cache: Arc<DocumentCache>,
     /// The request's operation name (from `prepare_request`, which runs first).
     operation_name: OnceLock<Option<String>>,
@@ -209,6 +223,20 @@ impl QueryLimitsExtension {
     fn operation_name(&self) -> Option<&str> {
         self.operation_name.get().and_then(Option::as_deref)
     }
+
+    /// Remembers what the request's operation costs.
+    fn measure(&self, doc: &ExecutableDocument, variables: &Variables) {
+        if self.cost_limits.is_some()
+            && let Some(operation) = cost::selected(doc, self.operation_name())
+        {
+            let _ = self.cost.set((cost::of_operation(doc, operation, variables), doc_pos(doc)));
+        }
+    }
+}
+
+/// Where a document's first operation starts (for refusals of the whole document).
+fn doc_pos(doc: &ExecutableDocument) -> Option<async_graphql::Pos> {
+    doc.operations.iter().next().map(|(_, op)| op.pos)
 }
 
 #[async_graphql::async_trait::async_trait]
@@ -236,8 +264,15 @@ impl Extension for QueryLimitsExtension {
                 let _ = self.reuse.set(result);
             }
             let doc = cached.doc.clone();
+            self.measure(&doc, variables);
             let _ = self.document.set(cached);
             return Ok(doc);
+        }
+        if let Some(limits) = self.cost_limits {
+            let tokens = cost::count_tokens(query, limits.tokens.saturating_add(1));
+            if tokens > limits.tokens {
+                return Err(cost::over_limit("tokens", tokens, limits.tokens, None));
+            }
         }
         let doc = next.run(ctx, query, variables).await.map_err(|err| {
             if is_recursion_limit(&err) { refusal(TOO_DEEP, err.locations.first().copied()) } else { err }
@@ -250,6 +285,16 @@ impl Extension for QueryLimitsExtension {
         if !depths.within(self.limits) {
             return Err(refusal(TOO_DEEP, pos));
         }
+        if let Some(limits) = self.cost_limits {
+            let shape = Shape::of(&doc);
+            if shape.aliases > limits.aliases {
+                return Err(cost::over_limit("aliases", shape.aliases, limits.aliases, pos));
+            }
+            if shape.directives > limits.directives {
+                return Err(cost::over_limit("directives", shape.directives, limits.directives, pos));
+            }
+        }
+        self.measure(&doc, variables);
         if let Some(cached) = self.cache.put(query, &doc) {
             let _ = self.document.set(cached);
         }
@@ -261,12 +306,25 @@ impl Extension for QueryLimitsExtension {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
-        if let Some(result) = self.reuse.get() {
-            return Ok(*result);
-        }
-        let result = next.run(ctx).await?;
-        if let Some(cached) = self.document.get() {
-            cached.remember_validated(self.operation_name(), result);
+        let result = match self.reuse.get() {
+            Some(result) => *result,
+            None => {
+                let result = next.run(ctx).await?;
+                if let Some(cached) = self.document.get() {
+                    cached.remember_validated(self.operation_name(), result);
+                }
+                result
+            }
+        };
+        // The cost of an operation that validated; a batch's operations share one budget.
+        if let (Some(limits), Some(&(cost, pos))) = (self.cost_limits, self.cost.get()) {
+            let spent = match ctx.data_opt::<CostMeter>() {
+                Some(meter) => meter.spend(cost),
+                None => cost,
+            };
+            if spent > limits.budget {
+                return Err(vec![cost::over_budget(spent, limits.budget, pos)]);
+            }
         }
         Ok(result)
     }

@@ -1,6 +1,7 @@
 //! The GraphQL schema: one `build_schema` used by the server, every test and the SDL export.
 
 pub mod context;
+pub mod cost;
 pub mod documents;
 pub mod extensions;
 pub mod limits;
@@ -16,16 +17,16 @@ use crate::config::LimitsConfig;
 /// The service's schema type.
 pub type AppSchema = Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
 
-/// Builds the schema with its depth and complexity limits (and introspection, unless turned off). Request data (`AppState`,
+/// Builds the schema with its depth and cost limits (and introspection, unless turned off). Request data (`AppState`,
 /// `RequestMeta`) is attached per request by the HTTP layer (per operation on a WebSocket, by
 /// [`extensions::RequestContext`]), so the schema itself needs no
 /// database and `schema.graphql` can be exported offline from this same function.
 pub fn build_schema(limits: &LimitsConfig) -> AppSchema {
     let builder = Schema::build(query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot)
-        // Depth is limited by `limits::QueryLimits`, which gives introspection its own budget.
-        .limit_complexity(limits.max_query_complexity)
+        // Depth and cost are limited by `limits::QueryLimits` (introspection has a depth budget of
+        // its own; the cost model is `cost`, not async-graphql's field-counting complexity).
         .extension(extensions::ErrorCodes)
-        .extension(limits::QueryLimits::new(limits.into()))
+        .extension(limits::QueryLimits::new(limits.into()).with_cost(limits.into()))
         .extension(extensions::RequestContext);
     if limits.introspection { builder.finish() } else { builder.disable_introspection().finish() }
 }

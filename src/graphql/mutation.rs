@@ -2,9 +2,9 @@
 
 use async_graphql::{Context, Object};
 
-use super::context::{data, resolve};
+use super::context::{authorize, resolve};
 use super::types::{ModelInfo, OutcomeInput, OutcomeItem, PredictionError, ReloadResult};
-use crate::auth::{PresentedKey, Scope};
+use crate::auth::Scope;
 use crate::error::AppError;
 use crate::monitoring::outcomes::{self, NewOutcome, Outcome};
 use crate::service::AppState;
@@ -12,11 +12,11 @@ use crate::service::AppState;
 /// Most outcomes in one `recordOutcomes` call.
 pub const MAX_OUTCOMES_PER_CALL: usize = 1_000;
 
-fn authorize<'a>(ctx: &Context<'a>, scope: Scope) -> Result<(&'a AppState, String), AppError> {
-    let state = data::<AppState>(ctx)?;
-    let key = ctx.data_opt::<PresentedKey>().and_then(|k| k.0.as_deref());
-    let actor = state.api_keys.authorize(key, scope)?;
-    Ok((state, actor))
+/// The state and the acting key's id, if the caller's key has `scope`.
+fn authorize_key<'a>(ctx: &Context<'a>, scope: Scope) -> Result<(&'a AppState, String), AppError> {
+    let (state, key) = authorize(ctx, Some(scope))?;
+    let actor = key.ok_or_else(|| AppError::Internal(anyhow::anyhow!("{scope:?} was authorized without a key")))?;
+    Ok((state, actor.to_owned()))
 }
 
 /// The mutation root (`Mutation` in the schema).
@@ -29,10 +29,10 @@ impl MutationRoot {
     /// Re-scans `MODEL_DIR` and swaps the whole model set in atomically (scope `models`; SIGHUP does
     /// the same). Requests in flight finish on the models they started with. If any model is
     /// unusable (missing file, checksum mismatch, ...) nothing changes and the error is
-    /// `MODEL_LOAD_FAILED`. Every attempt is recorded in the `model_events` table.
+    /// `MODEL_LOAD_FAILED`. Every attempt is recorded in the `model_events` table. Cost 100.
     async fn reload_models(&self, ctx: &Context<'_>) -> async_graphql::Result<ReloadResult> {
         resolve(async {
-            let (state, actor) = authorize(ctx, Scope::Models)?;
+            let (state, actor) = authorize_key(ctx, Scope::Models)?;
             let outcome = state.reload_models("api", Some(&actor)).await?;
             let set = &outcome.set;
             Ok(ReloadResult {
@@ -48,7 +48,7 @@ impl MutationRoot {
 
     /// Records the true sale price of a predicted house (scope `outcomes`). Idempotent: the same
     /// value again changes nothing (`UNCHANGED`); a different value replaces it (`UPDATED`, the old
-    /// value kept in `prediction_outcome_history`). Unknown id: `NOT_FOUND`.
+    /// value kept in `prediction_outcome_history`). Unknown id: `NOT_FOUND`. Cost 5.
     async fn record_outcome(
         &self,
         ctx: &Context<'_>,
@@ -57,7 +57,7 @@ impl MutationRoot {
         observed_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> async_graphql::Result<Outcome> {
         resolve(async {
-            let (state, _) = authorize(ctx, Scope::Outcomes)?;
+            let (state, _) = authorize_key(ctx, Scope::Outcomes)?;
             let item = NewOutcome { prediction_id: prediction_id.to_string(), actual_price, observed_at };
             let mut results = outcomes::record(&state.pool, &[item], |_| String::new()).await?;
             let result = results.pop().ok_or_else(|| AppError::Internal(anyhow::anyhow!("no outcome result")))?;
@@ -73,14 +73,14 @@ impl MutationRoot {
     }
 
     /// Records up to 1,000 outcomes (scope `outcomes`); each succeeds or fails on its own, with
-    /// the same rules as `recordOutcome`.
+    /// the same rules as `recordOutcome`. Cost 5 per outcome.
     async fn record_outcomes(
         &self,
         ctx: &Context<'_>,
         outcomes: Vec<OutcomeInput>,
     ) -> async_graphql::Result<Vec<OutcomeItem>> {
         resolve(async {
-            let (state, _) = authorize(ctx, Scope::Outcomes)?;
+            let (state, _) = authorize_key(ctx, Scope::Outcomes)?;
             if outcomes.is_empty() || outcomes.len() > MAX_OUTCOMES_PER_CALL {
                 return Err(AppError::invalid(
                     "outcomes",

@@ -5,7 +5,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use async_graphql::{Context, ID, Object};
 use uuid::Uuid;
 
-use super::context::{data, resolve, state};
+use super::context::{authorize, resolve, state};
+use crate::auth::Scope;
 use super::types::{
     BatchPredictionItem, HouseInput, ModelInfo, PageInfo, PredictionConnection, PredictionEdge, PredictionFilter,
 };
@@ -38,7 +39,7 @@ impl QueryRoot {
     /// the REST route's too); any optional feature → the default model (`DEFAULT_MODEL`, default
     /// `price-blend`). `model { name version }` in the answer (and the log row) says which priced
     /// it. Invalid input fails with `BAD_USER_INPUT` (`extensions.field` names the field) and is
-    /// logged as rejected.
+    /// logged as rejected. Scope `predict`; cost 5.
     async fn predict_price(
         &self,
         ctx: &Context<'_>,
@@ -46,6 +47,7 @@ impl QueryRoot {
         model: Option<String>,
     ) -> async_graphql::Result<Prediction> {
         resolve(async {
+            authorize(ctx, Some(Scope::Predict))?;
             let (state, meta) = state(ctx)?;
             let mut outcomes = state.predict(meta, model.as_deref(), vec![item(ItemPath::Single, input)]).await?;
             outcomes.pop().ok_or_else(|| AppError::Internal(anyhow::anyhow!("no outcome for a single prediction")))?
@@ -55,7 +57,7 @@ impl QueryRoot {
 
     /// Prices up to `MAX_BATCH_SIZE` houses: with `model` if given, else each item routed by its
     /// shape as in `predictPrice`. Each item succeeds or fails on its own; all items share the
-    /// request id and are logged together.
+    /// request id and are logged together. Scope `predict`; cost 5 per input.
     async fn predict_prices(
         &self,
         ctx: &Context<'_>,
@@ -63,6 +65,7 @@ impl QueryRoot {
         model: Option<String>,
     ) -> async_graphql::Result<Vec<BatchPredictionItem>> {
         resolve(async {
+            authorize(ctx, Some(Scope::Predict))?;
             let (state, meta) = state(ctx)?;
             let max = state.config.limits.max_batch_size;
             if inputs.is_empty() || inputs.len() > max {
@@ -90,6 +93,7 @@ impl QueryRoot {
 
     /// The prediction log, newest first, as a Relay connection (keyset-paginated on
     /// `(createdAt, id)`). `first` defaults to `DEFAULT_PAGE_SIZE` and may not exceed `MAX_PAGE_SIZE`.
+    /// Scope `history`; cost 10 + 2 per row.
     async fn predictions(
         &self,
         ctx: &Context<'_>,
@@ -98,7 +102,7 @@ impl QueryRoot {
         after: Option<String>,
     ) -> async_graphql::Result<PredictionConnection> {
         resolve(async {
-            let state = data::<AppState>(ctx)?;
+            let (state, _) = authorize(ctx, Some(Scope::History))?;
             let limits = &state.config.limits;
             let first = match first {
                 None => limits.default_page_size,
@@ -117,7 +121,7 @@ impl QueryRoot {
                 ),
             };
             let filter = history_filter(filter.unwrap_or_default())?;
-            let mut rows = store::list(&state.pool, &filter, after, first + 1).await?;
+            let mut rows = state.reads.run(async |conn| store::list(conn, &filter, after, first + 1).await).await?;
             let has_next_page = rows.len() > first;
             rows.truncate(first);
             let edges: Vec<PredictionEdge> = rows
@@ -138,22 +142,22 @@ impl QueryRoot {
         .await
     }
 
-    /// One log row by id; `NOT_FOUND` if there is none.
+    /// One log row by id; `NOT_FOUND` if there is none. Scope `history`; cost 2.
     async fn prediction(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<PredictionRecord> {
         resolve(async {
-            let state = data::<AppState>(ctx)?;
+            let (state, _) = authorize(ctx, Some(Scope::History))?;
             let uuid = Uuid::parse_str(&id).map_err(|_| AppError::invalid("id", "is not a prediction id (UUID)"))?;
-            let row = store::find(&state.pool, uuid).await?;
+            let row = state.reads.run(async |conn| store::find(conn, uuid).await).await?;
             row.ok_or_else(|| AppError::NotFound(format!("no prediction with id {uuid}")))
         })
         .await
     }
 
     /// A loaded model by `name` (highest version) or `name@version`; without `name`, the default
-    /// model. `BAD_USER_INPUT` if there is no such model.
+    /// model. `BAD_USER_INPUT` if there is no such model. Any key under `ACCESS=keys`; cost 1.
     async fn model(&self, ctx: &Context<'_>, name: Option<String>) -> async_graphql::Result<ModelInfo> {
         resolve(async {
-            let set = data::<AppState>(ctx)?.models.snapshot();
+            let set = authorize(ctx, None)?.0.models.snapshot();
             let model = AppState::choose_model(&set, name.as_deref(), "name")?;
             Ok(ModelInfo::new(&model, &set))
         })
@@ -162,7 +166,8 @@ impl QueryRoot {
 
     /// Accuracy of `model` (`name`, or `name@version` for one version) per time bucket over
     /// `[from, to)` (default: the last 7 days; hourly rollups, so `from` is rounded down to the
-    /// hour), from predictions joined with recorded outcomes.
+    /// hour), from predictions joined with recorded outcomes. Scope `monitoring`; cost 10 + 1 per
+    /// 2 hours of the window.
     async fn performance(
         &self,
         ctx: &Context<'_>,
@@ -172,11 +177,11 @@ impl QueryRoot {
         #[graphql(default_with = "Bucket::Day")] bucket: Bucket,
     ) -> async_graphql::Result<Vec<PerformanceBucket>> {
         resolve(async {
-            let state = data::<AppState>(ctx)?;
+            let (state, _) = authorize(ctx, Some(Scope::Monitoring))?;
             let (from, to) = window(from, to, TimeDelta::days(7))?;
             check_text("model", Some(&model))?;
             let (name, version) = registry::parse_spec(&model);
-            Ok(performance::buckets(&state.pool, name, version, from, to, bucket).await?)
+            Ok(state.reads.run(async |conn| performance::buckets(conn, name, version, from, to, bucket).await).await?)
         })
         .await
     }
@@ -184,7 +189,8 @@ impl QueryRoot {
     /// Drift of the traffic a loaded model version answered over `[from, to)` (default: the last
     /// 24 hours; counters are hourly, so `from` is rounded down to the hour) against its training
     /// reference: PSI, KS, Jensen-Shannon, Wasserstein (numeric) or chi-square (categorical), and
-    /// a status per feature and for the predicted price.
+    /// a status per feature and for the predicted price. Scope `monitoring`; cost 10 + 1 per hour of
+    /// the window.
     async fn drift(
         &self,
         ctx: &Context<'_>,
@@ -193,11 +199,11 @@ impl QueryRoot {
         to: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<DriftReport> {
         resolve(async {
-            let state = data::<AppState>(ctx)?;
+            let (state, _) = authorize(ctx, Some(Scope::Monitoring))?;
             let (from, to) = window(from, to, TimeDelta::hours(24))?;
             let set = state.models.snapshot();
             let model = AppState::choose_model(&set, Some(&model), "model")?;
-            Ok(drift::report(&state.pool, &model, from, to).await?)
+            Ok(state.reads.run(async |conn| drift::report(conn, &model, from, to).await).await?)
         })
         .await
     }
@@ -205,7 +211,8 @@ impl QueryRoot {
     /// Traffic per time bucket over `[from, to)` (default: the last 24 hours; hourly rollups, so
     /// `from` is rounded down to the hour): requests by outcome and error code, and latency
     /// percentiles (from log-spaced histograms, within 2.2 %) — the numbers of `v_predictions_hourly`.
-    /// `model` is `name` or `name@version`; without it, every model.
+    /// `model` is `name` or `name@version`; without it, every model. Scope `monitoring`; cost 10 + 1
+    /// per 2 hours of the window.
     async fn traffic(
         &self,
         ctx: &Context<'_>,
@@ -215,11 +222,11 @@ impl QueryRoot {
         #[graphql(default_with = "Bucket::Hour")] bucket: Bucket,
     ) -> async_graphql::Result<Vec<TrafficBucket>> {
         resolve(async {
-            let state = data::<AppState>(ctx)?;
+            let (state, _) = authorize(ctx, Some(Scope::Monitoring))?;
             let (from, to) = window(from, to, TimeDelta::hours(24))?;
             check_text("model", model.as_ref())?;
             let (name, version) = optional_model(model.as_deref());
-            Ok(traffic::buckets(&state.pool, name, version, from, to, bucket).await?)
+            Ok(state.reads.run(async |conn| traffic::buckets(conn, name, version, from, to, bucket).await).await?)
         })
         .await
     }
@@ -227,7 +234,8 @@ impl QueryRoot {
     /// The answering model against the shadow model on the same requests, per time bucket over
     /// `[from, to)` (default: the last 7 days; hourly rollups, so `from` is rounded down to the
     /// hour) — the numbers of `v_shadow_comparison`. `model` is `name` or `name@version` of the
-    /// answering model; without it, every model.
+    /// answering model; without it, every model. Scope `monitoring`; cost 10 + 1 per 2 hours of the
+    /// window.
     async fn shadow_comparison(
         &self,
         ctx: &Context<'_>,
@@ -237,18 +245,21 @@ impl QueryRoot {
         #[graphql(default_with = "Bucket::Day")] bucket: Bucket,
     ) -> async_graphql::Result<Vec<ShadowBucket>> {
         resolve(async {
-            let state = data::<AppState>(ctx)?;
+            let (state, _) = authorize(ctx, Some(Scope::Monitoring))?;
             let (from, to) = window(from, to, TimeDelta::days(7))?;
             check_text("model", model.as_ref())?;
             let (name, version) = optional_model(model.as_deref());
-            Ok(shadow_comparison::buckets(&state.pool, name, version, from, to, bucket).await?)
+            Ok(state
+                .reads
+                .run(async |conn| shadow_comparison::buckets(conn, name, version, from, to, bucket).await)
+                .await?)
         })
         .await
     }
 
     /// PSI of every feature (and `_price`) of a loaded model version per UTC day over the days
     /// `[from, to)` touches (default: the last 30 days), as in `v_drift_psi_daily`, with a status
-    /// from the PSI thresholds of `drift`.
+    /// from the PSI thresholds of `drift`. Scope `monitoring`; cost 10 + 1 per 3 hours of the window.
     async fn drift_history(
         &self,
         ctx: &Context<'_>,
@@ -257,17 +268,18 @@ impl QueryRoot {
         to: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<Vec<DriftPoint>> {
         resolve(async {
-            let state = data::<AppState>(ctx)?;
+            let (state, _) = authorize(ctx, Some(Scope::Monitoring))?;
             let (from, to) = window(from, to, TimeDelta::days(30))?;
             let set = state.models.snapshot();
             let model = AppState::choose_model(&set, Some(&model), "model")?;
-            Ok(drift::history(&state.pool, &model, from, to).await?)
+            Ok(state.reads.run(async |conn| drift::history(conn, &model, from, to).await).await?)
         })
         .await
     }
 
     /// Drift alerts: the evaluator's reports at WARN or DRIFT for `model` (`name` for every
     /// version, or `name@version`) over `[from, to)` (default: the last 7 days), newest first.
+    /// Scope `monitoring`; cost 10 + 1 per row (`first`).
     async fn drift_reports(
         &self,
         ctx: &Context<'_>,
@@ -277,32 +289,34 @@ impl QueryRoot {
         #[graphql(default = 50, validator(minimum = 1, maximum = 1000))] first: i32,
     ) -> async_graphql::Result<Vec<MonitoringReport>> {
         resolve(async {
-            let state = data::<AppState>(ctx)?;
+            let (state, _) = authorize(ctx, Some(Scope::Monitoring))?;
             let (from, to) = window(from, to, TimeDelta::days(7))?;
             check_text("model", Some(&model))?;
             let (name, version) = registry::parse_spec(&model);
-            Ok(reports::alerts(&state.pool, name, version, from, to, i64::from(first)).await?)
+            Ok(state.reads.run(async |conn| reports::alerts(conn, name, version, from, to, i64::from(first)).await).await?)
         })
         .await
     }
 
-    /// The newest model-set loads and reloads (`model_events`), newest first.
+    /// The newest model-set loads and reloads (`model_events`), newest first. Scope `monitoring`;
+    /// cost 10 + 1 per row (`first`).
     async fn model_events(
         &self,
         ctx: &Context<'_>,
         #[graphql(default = 50, validator(minimum = 1, maximum = 1000))] first: i32,
     ) -> async_graphql::Result<Vec<ModelEvent>> {
         resolve(async {
-            let state = data::<AppState>(ctx)?;
-            Ok(events::recent(&state.pool, i64::from(first)).await?)
+            let (state, _) = authorize(ctx, Some(Scope::Monitoring))?;
+            Ok(state.reads.run(async |conn| events::recent(conn, i64::from(first)).await).await?)
         })
         .await
     }
 
-    /// Every loaded model version, with its card metadata and holdout metrics.
+    /// Every loaded model version, with its card metadata and holdout metrics. Any key under
+    /// `ACCESS=keys`; cost 1.
     async fn models(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ModelInfo>> {
         resolve(async {
-            let set = data::<AppState>(ctx)?.models.snapshot();
+            let set = authorize(ctx, None)?.0.models.snapshot();
             Ok(set.models().iter().map(|m| ModelInfo::new(m, &set)).collect())
         })
         .await

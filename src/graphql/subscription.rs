@@ -4,11 +4,11 @@ use async_graphql::{Context, ErrorExtensions, ID, Subscription};
 use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
-use super::context::data;
+use super::context::authorize;
+use crate::auth::Scope;
 use crate::error::AppError;
 use crate::log::{PredictionRecord, PredictionStatus, store};
 use crate::monitoring::alerts::DriftAlert;
-use crate::service::AppState;
 
 /// The subscription root (`Subscription` in the schema).
 pub struct SubscriptionRoot;
@@ -20,14 +20,15 @@ impl SubscriptionRoot {
     /// in commit order (optionally only one status); a row spooled during a database outage comes
     /// when it reaches PostgreSQL. Rows arrive within about `EVENT_POLL_MS` (200 ms).
     /// `after`: the id of the last row a client received; the rows committed after it are sent
-    /// first, so a client that reconnects (to any replica) resumes without a gap.
+    /// first, so a client that reconnects (to any replica) resumes without a gap. Scope `history`;
+    /// cost 10.
     async fn prediction_logged(
         &self,
         ctx: &Context<'_>,
         status: Option<PredictionStatus>,
         after: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = PredictionRecord> + use<>> {
-        let state = data::<AppState>(ctx).map_err(|e| e.extend())?;
+        let (state, _) = authorize(ctx, Some(Scope::History)).map_err(|e| e.extend())?;
         let after = match after {
             None => None,
             Some(id) => {
@@ -52,8 +53,9 @@ impl SubscriptionRoot {
 
     /// Drift alerts, from whichever replica's evaluator raised them: a feature of a model version
     /// whose status changed to WARN or DRIFT at an evaluator run (every `MONITOR_INTERVAL_MS`).
+    /// Scope `monitoring`; cost 1.
     async fn drift_alert(&self, ctx: &Context<'_>) -> async_graphql::Result<impl Stream<Item = DriftAlert> + use<>> {
-        let state = data::<AppState>(ctx).map_err(|e| e.extend())?;
+        let (state, _) = authorize(ctx, Some(Scope::Monitoring)).map_err(|e| e.extend())?;
         let shutdown = state.shutdown.clone().cancelled_owned();
         Ok(state.alerts.subscribe(None).take_until(shutdown))
     }

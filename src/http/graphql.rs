@@ -17,7 +17,7 @@ use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse, Response as GqlResponse, ServerError, Variables};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::value::RawValue;
@@ -26,8 +26,9 @@ use serde_json::{Value, json};
 use super::assets;
 use super::request::{Refusal, body_refusal, header_str, request_meta};
 use super::state::HttpState;
-use crate::auth::PresentedKey;
+use crate::auth::Caller;
 use crate::error::{AppError, codes};
+use crate::graphql::cost::CostMeter;
 use crate::graphql::extensions::with_request_id;
 use crate::service::{RequestMeta, Route};
 
@@ -272,42 +273,55 @@ fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 /// `GET /graphql`: GraphiQL for a browser, otherwise a query from the URL.
-pub async fn get(State(s): State<HttpState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub async fn get(
+    State(s): State<HttpState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let pairs = form_urlencoded_pairs(raw.as_deref().unwrap_or_default());
     if !pairs.iter().any(|(k, _)| k == "query") && wants_html(&headers) {
         return assets::page("graphiql.html");
     }
-    let meta = request_meta(&headers, Route::Graphql);
+    let caller = caller.map(|c| c.0).unwrap_or_default();
+    let meta = request_meta(&headers, Route::Graphql, &caller);
     let Some(media) = negotiate(&headers) else { return not_acceptable(&meta) };
     match parse_get(pairs) {
-        Ok(request) => execute(&s, &headers, meta, media, BatchRequest::Single(request)).await,
+        Ok(request) => execute(&s, caller, meta, media, BatchRequest::Single(request)).await,
         Err(refusal) => refused(refusal, &meta, media),
     }
 }
 
 /// `POST /graphql`.
-pub async fn post(State(s): State<HttpState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let meta = request_meta(&headers, Route::Graphql);
+pub async fn post(
+    State(s): State<HttpState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let caller = caller.map(|c| c.0).unwrap_or_default();
+    let meta = request_meta(&headers, Route::Graphql, &caller);
     let Some(media) = negotiate(&headers) else { return not_acceptable(&meta) };
     match parse_post(&headers, body, s.app.config.max_body_bytes) {
-        Ok(batch) => execute(&s, &headers, meta, media, batch).await,
+        Ok(batch) => execute(&s, caller, meta, media, batch).await,
         Err(refusal) => refused(refusal, &meta, media),
     }
 }
 
 async fn execute(
     s: &HttpState,
-    headers: &HeaderMap,
+    caller: Caller,
     meta: RequestMeta,
     media: MediaType,
     batch: BatchRequest,
 ) -> Response {
-    let key = PresentedKey(header_str(headers, "x-api-key").map(str::to_owned));
     let timeout = s.app.config.limits.request_timeout();
+    // One cost budget for the whole request, however many operations it batches.
+    let meter = CostMeter::default();
     let attach = |req: async_graphql::Request| {
         let mut meta = meta.clone();
         meta.operation = req.operation_name.clone();
-        req.data(s.app.clone()).data(meta).data(key.clone())
+        req.data(s.app.clone()).data(meta).data(caller.clone()).data(meter.clone())
     };
     let (batch, is_array) = match batch {
         BatchRequest::Single(req) => (BatchRequest::Single(attach(req)), false),
@@ -336,7 +350,8 @@ fn is_request_error(response: &GqlResponse) -> bool {
         && response.errors.iter().all(|err| {
             let code = err.extensions.as_ref().and_then(|ext| ext.get("code"));
             matches!(code, Some(async_graphql::Value::String(code))
-                if code == codes::GRAPHQL_PARSE_FAILED || code == codes::GRAPHQL_VALIDATION_FAILED)
+                if code == codes::GRAPHQL_PARSE_FAILED || code == codes::GRAPHQL_VALIDATION_FAILED
+                    || code == codes::QUERY_TOO_COSTLY)
         })
 }
 

@@ -5,6 +5,7 @@
 
 pub mod assets;
 pub mod graphql;
+pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod request;
@@ -30,15 +31,19 @@ use crate::service::AppState;
 pub fn app(schema: AppSchema, state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_allowed_origins);
     let max_body = state.config.max_body_bytes;
-    let http_state = HttpState { schema, app: state };
-    let router = Router::new()
+    let limits = std::sync::Arc::new(guard::RateLimits::new(&state.config.access));
+    let http_state = HttpState { schema, app: state, limits };
+    // The API routes, behind the key check and the rate limits; pages, health and metrics are not.
+    let api = Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/ws", get(websocket::websocket))
+        .route("/prever_precos/", post(rest::prever_precos))
+        .route("/prever_precos", post(rest::prever_precos))
+        .route_layer(axum::middleware::from_fn_with_state(http_state.clone(), guard::guard));
+    let router = api
         .route("/", get(assets::index))
         .route("/dashboard", get(assets::dashboard))
         .route("/assets/{file}", get(assets::asset))
-        .route("/prever_precos/", post(rest::prever_precos))
-        .route("/prever_precos", post(rest::prever_precos))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::metrics))

@@ -5,6 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
+use crate::auth::Caller;
 use crate::error::codes;
 use crate::service::{RequestMeta, Route};
 
@@ -44,13 +45,15 @@ pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The request's id, route and User-Agent, as its log rows record them.
-pub fn request_meta(headers: &HeaderMap, route: Route) -> RequestMeta {
+/// The request's id, route, User-Agent and API key, as its log rows record them.
+pub fn request_meta(headers: &HeaderMap, route: Route, caller: &Caller) -> RequestMeta {
     // SetRequestIdLayer guarantees the header; the fallback only guards a misconfigured router.
     let request_id =
         header_str(headers, "x-request-id").map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let client = header_str(headers, header::USER_AGENT.as_str()).map(str::to_owned);
-    RequestMeta::new(request_id, route, client)
+    let mut meta = RequestMeta::new(request_id, route, client);
+    meta.api_key_id = caller.key_id().map(str::to_owned);
+    meta
 }
 
 /// Status, code and message for a body that could not be read: over `MAX_BODY_BYTES` (enforced by

@@ -3,7 +3,7 @@
 use async_graphql::ErrorExtensions;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::request::{body_refusal, request_meta};
 use super::state::HttpState;
+use crate::auth::{Caller, Scope};
 use crate::error::AppError;
 use crate::model::{Feature, HouseFeatures};
 use crate::service::{ItemPath, PredictionItem, Route};
@@ -19,6 +20,7 @@ use crate::service::{ItemPath, PredictionItem, Route};
 /// "num_bathrooms"}` → `{"previsao": [price]}`, with FastAPI-shaped 422 errors.
 pub async fn prever_precos(
     State(s): State<HttpState>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -29,7 +31,11 @@ pub async fn prever_precos(
             return (status, Json(json!({ "detail": detail, "code": code }))).into_response();
         }
     };
-    let meta = request_meta(&headers, Route::RestPreverPrecos);
+    let caller = caller.map(|c| c.0).unwrap_or_default();
+    if let Err(err) = caller.require(s.app.config.access.access, Some(Scope::Predict), s.app.keys.is_empty()) {
+        return rest_error(err);
+    }
+    let meta = request_meta(&headers, Route::RestPreverPrecos, &caller);
     let timeout = s.app.config.limits.request_timeout();
     let work = async {
         let (features, raw_input) = match serde_json::from_slice::<Value>(&body) {

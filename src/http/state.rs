@@ -10,4 +10,6 @@ pub struct HttpState {
     pub schema: AppSchema,
     /// The application state (also injected into each GraphQL request).
     pub app: AppState,
+    /// This replica's rate limits.
+    pub limits: std::sync::Arc<super::guard::RateLimits>,
 }

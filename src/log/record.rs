@@ -57,6 +57,8 @@ pub struct PredictionRecord {
     pub operation: Option<String>,
     /// User-Agent.
     pub client: Option<String>,
+    /// The API key presented (`api_keys.id`), if valid.
+    pub api_key_id: Option<String>,
     /// ok / rejected / failed.
     #[sqlx(try_from = "String")]
     pub status: PredictionStatus,
@@ -185,6 +187,7 @@ inserted_columns! {
     interval_low: "float8" => |r| r.interval_low,
     interval_high: "float8" => |r| r.interval_high,
     estimated_error: "float8" => |r| r.estimated_error,
+    api_key_id: "text" => |r| r.api_key_id.as_deref(),
 }
 
 /// Columns of `prediction_log` written by other statements or by the database itself; with
@@ -224,6 +227,7 @@ pub(crate) fn sample(n: i32) -> PredictionRecord {
         route: "graphql".into(),
         operation: Some("Op".into()),
         client: Some("test/1".into()),
+        api_key_id: None,
         status: PredictionStatus::Ok,
         error_code: None,
         error_field: None,

@@ -168,15 +168,15 @@ pub async fn set_shadow_prices(
 /// One row by id. A UUIDv7 carries the time the row was made, a little after its `created_at`
 /// (the request's arrival): the lookup is limited to the day around it, so it reads only the
 /// partitions of that time; another id is looked up everywhere.
-#[tracing::instrument(name = "log.find", skip(pool))]
-pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<PredictionRecord>> {
+#[tracing::instrument(name = "log.find", skip(conn))]
+pub async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<PredictionRecord>> {
     let mut query = QueryBuilder::<Postgres>::new(SELECT_COLUMNS.as_str());
     query.push(" where id = ").push_bind(id);
     if let Some(made) = uuid_v7_time(id) {
         query.push(" and created_at between ").push_bind(made - chrono::TimeDelta::days(1));
         query.push(" and ").push_bind(made + chrono::TimeDelta::days(1));
     }
-    query.build_query_as().fetch_optional(pool).await
+    query.build_query_as().fetch_optional(&mut *conn).await
 }
 
 /// The rows of the `predictionLogged` feed: positioned after `after` and written by
@@ -320,7 +320,7 @@ pub fn check_time(field: impl Into<String>, t: Option<DateTime<Utc>>) -> Result<
 /// inserted meanwhile never shift a page (no duplicates, no gaps), unlike OFFSET.
 #[tracing::instrument(name = "log.list", skip_all, fields(limit = limit))]
 pub async fn list(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     filter: &PredictionFilter,
     after: Option<Cursor>,
     limit: usize,
@@ -359,7 +359,7 @@ pub async fn list(
         query.push(" and (created_at, id) < (").push_bind(cursor.created_at).push(", ").push_bind(cursor.id).push(")");
     }
     query.push(" order by created_at desc, id desc limit ").push_bind(limit as i64);
-    query.build_query_as().fetch_all(pool).await
+    query.build_query_as().fetch_all(&mut *conn).await
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use async_graphql::{ID, SimpleObject};
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::registry::ModelSet;
 
@@ -88,14 +88,14 @@ pub async fn record(pool: &PgPool, set: &ModelSet, change: Change<'_>) {
 }
 
 /// The newest `limit` events, newest first.
-#[tracing::instrument(name = "model_events.recent", skip(pool))]
-pub async fn recent(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<ModelEvent>> {
+#[tracing::instrument(name = "model_events.recent", skip(conn))]
+pub async fn recent(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<ModelEvent>> {
     sqlx::query_as(
         "select id, occurred_at, event, trigger, actor, models, added, removed, default_model, shadow_model, error,
                 replica, revision
            from model_events order by occurred_at desc, id desc limit $1",
     )
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
 }

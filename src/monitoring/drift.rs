@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use async_graphql::{Enum, SimpleObject};
 use chrono::{DateTime, DurationRound, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use super::stats;
 use crate::model::card::Distribution;
@@ -168,7 +168,7 @@ pub struct DriftReport {
 
 /// Live counts per feature and bin (bin -1: warnings) for a model version and window.
 pub async fn live_counts(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     model: &LoadedModel,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -182,7 +182,7 @@ pub async fn live_counts(
     .bind(&model.card.version)
     .bind(from)
     .bind(to)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut counts: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
     for (feature, bin, n) in rows {
@@ -271,13 +271,13 @@ pub fn feature_drift(feature: &str, reference: &Distribution, live: Option<&BTre
 /// The drift report of `model` over `[from, to)`.
 #[tracing::instrument(name = "drift.report", skip_all, fields(model = %model.id()))]
 pub async fn report(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     model: &LoadedModel,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<DriftReport> {
     let (from, to) = whole_hours(from, to);
-    let counts = live_counts(pool, model, from, to).await?;
+    let counts = live_counts(conn, model, from, to).await?;
     let features: Vec<FeatureDrift> =
         model.card.features.iter().map(|f| feature_drift(&f.name, &f.reference, counts.get(&f.name))).collect();
     let prediction = feature_drift(PRICE_FEATURE, &model.card.prediction_reference, counts.get(PRICE_FEATURE));
@@ -314,7 +314,7 @@ pub struct DriftPoint {
 /// `v_drift_psi_daily` view, so the API, the dashboard and SQL agree.
 #[tracing::instrument(name = "drift.history", skip_all, fields(model = %model.id()))]
 pub async fn history(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     model: &LoadedModel,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -329,7 +329,7 @@ pub async fn history(
     .bind(&model.card.version)
     .bind(from)
     .bind(to)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     Ok(rows
         .into_iter()

@@ -118,12 +118,14 @@ async fn evaluate_model(
     tick: DateTime<Utc>,
     previous: &mut HashMap<(String, String, String), DriftStatus>,
 ) -> anyhow::Result<Vec<DriftAlert>> {
-    let report = drift::report(&state.pool, model, from, to).await?;
+    let mut conn = state.pool.acquire().await?;
+    let report = drift::report(&mut conn, model, from, to).await?;
     if report.predictions == 0 {
         return Ok(Vec::new());
     }
     let accuracy =
-        performance::buckets(&state.pool, &model.card.name, Some(&model.card.version), from, to, Bucket::Day).await?;
+        performance::buckets(&mut conn, &model.card.name, Some(&model.card.version), from, to, Bucket::Day).await?;
+    drop(conn);
     let worst = report.status.max(report.prediction.status);
     let (name, version) = (&report.model_name, &report.model_version);
     if !previous.keys().any(|(n, v, _)| n == name && v == version) {

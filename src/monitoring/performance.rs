@@ -3,7 +3,7 @@
 use async_graphql::{Enum, SimpleObject};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// Bucket width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -61,9 +61,9 @@ pub struct PerformanceBucket {
 /// Accuracy of model `name` (optionally one `version`; all its versions added up otherwise) over
 /// `[from, to)` per bucket, oldest first: the SQL function `performance_buckets`, which the
 /// `v_performance_daily` view reads too (migrations/20261203000000_metric_functions.sql).
-#[tracing::instrument(name = "performance.buckets", skip(pool))]
+#[tracing::instrument(name = "performance.buckets", skip(conn))]
 pub async fn buckets(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     name: &str,
     version: Option<&str>,
     from: DateTime<Utc>,
@@ -81,7 +81,7 @@ pub async fn buckets(
     .bind(to)
     .bind(name)
     .bind(version)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
 }
 

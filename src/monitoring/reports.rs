@@ -3,7 +3,7 @@
 
 use async_graphql::{ID, SimpleObject};
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::alerts::DriftAlert;
 use super::drift::{DriftReport, DriftStatus};
@@ -88,9 +88,9 @@ type ReportRow = (i64, DateTime<Utc>, String, String, String, DateTime<Utc>, Dat
 
 /// Up to `limit` WARN/DRIFT reports of model `name` (one `version`, or all) evaluated in
 /// `[from, to)`, newest first.
-#[tracing::instrument(name = "reports.alerts", skip(pool))]
+#[tracing::instrument(name = "reports.alerts", skip(conn))]
 pub async fn alerts(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     name: &str,
     version: Option<&str>,
     from: DateTime<Utc>,
@@ -114,7 +114,7 @@ pub async fn alerts(
         .bind(from)
         .bind(to)
         .bind(limit)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
     Ok(rows
         .into_iter()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use async_graphql::SimpleObject;
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use super::histogram::{Histogram, signed_value};
 use super::performance::Bucket;
@@ -41,9 +41,9 @@ pub struct ShadowBucket {
 /// `[from, to)` (whole hours), oldest bucket first: the numbers of `shadow_buckets` (and so of
 /// `v_shadow_comparison`), with the median merged here from the hourly difference histograms (one
 /// row per hour rather than one per bin).
-#[tracing::instrument(name = "shadow_comparison.buckets", skip(pool))]
+#[tracing::instrument(name = "shadow_comparison.buckets", skip(conn))]
 pub async fn buckets(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     name: Option<&str>,
     version: Option<&str>,
     from: DateTime<Utc>,
@@ -67,7 +67,7 @@ pub async fn buckets(
     .bind(to)
     .bind(name)
     .bind(version)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let rows: Vec<HistogramRow> = sqlx::query_as(
         "select date_trunc($1, hour, 'UTC') as start, model_name, model_version, shadow_model_name, shadow_model_version,
@@ -81,7 +81,7 @@ pub async fn buckets(
     .bind(to)
     .bind(name)
     .bind(version)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut differences: HashMap<Key, Histogram> = HashMap::new();
     for row in rows {

@@ -6,7 +6,7 @@ use async_graphql::SimpleObject;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use super::histogram::{Histogram, histogram_value};
 use super::performance::Bucket;
@@ -46,9 +46,9 @@ pub struct ErrorCount {
 /// `v_predictions_hourly`). Percentiles are nearest-rank over the hourly log-spaced histograms,
 /// within 2.19 % of the exact value (migrations/20261203010000_rollups.sql); the service merges
 /// the histograms itself, which reads about one row per hour instead of one per bin.
-#[tracing::instrument(name = "traffic.buckets", skip(pool))]
+#[tracing::instrument(name = "traffic.buckets", skip(conn))]
 pub async fn buckets(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     name: Option<&str>,
     version: Option<&str>,
     from: DateTime<Utc>,
@@ -71,7 +71,7 @@ pub async fn buckets(
     .bind(to)
     .bind(name)
     .bind(version)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let histograms: Vec<(DateTime<Utc>, i32, Vec<i64>)> = sqlx::query_as(
         "select date_trunc($1, hour, 'UTC'), first_bin, counts
@@ -85,7 +85,7 @@ pub async fn buckets(
     .bind(to)
     .bind(name)
     .bind(version)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let errors: Vec<(DateTime<Utc>, String, i64)> = sqlx::query_as(
         "select start, error_code, sum(rejected)::int8 as count
@@ -99,7 +99,7 @@ pub async fn buckets(
     .bind(to)
     .bind(name)
     .bind(version)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut latency: BTreeMap<DateTime<Utc>, Histogram> = BTreeMap::new();
     for (start, first_bin, counts) in histograms {

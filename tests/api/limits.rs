@@ -19,13 +19,17 @@ async fn queries_deeper_than_the_limit_are_refused(pool: PgPool) {
 }
 
 #[sqlx::test]
-async fn queries_more_complex_than_the_limit_are_refused(pool: PgPool) {
+async fn queries_costlier_than_the_budget_are_refused_with_the_cost_and_the_budget(pool: PgPool) {
     let mut config = config();
-    config.limits.max_query_complexity = 5;
+    config.limits.max_query_cost = 5;
     let app = TestApp::spawn_with(pool, config).await;
+    // `model` 1 + six fields 1 each.
     let body = app.graphql("{ model { name version description algorithm checksum trainedAt } }", json!({})).await;
-    assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("complex"), "{body}");
+    assert_eq!(error_code(&body), "QUERY_TOO_COSTLY", "{body}");
+    let ext = &body["errors"][0]["extensions"];
+    assert_eq!((ext["limit"].as_str(), ext["cost"].as_u64(), ext["budget"].as_u64()), (Some("cost"), Some(7), Some(5)));
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("budget of 5"), "{body}");
+    assert!(app.graphql("{ model { name version } }", json!({})).await["errors"].is_null());
 }
 
 #[sqlx::test]

@@ -14,7 +14,7 @@ pub(crate) const LABELLER: &str = "labeller-key";
 
 pub(crate) fn monitored_config() -> house_price_api::config::AppConfig {
     let mut config = config();
-    config.api_keys = vec![format!("{}:outcomes", hash_key(LABELLER)), format!("{}:models", hash_key("admin-key"))];
+    config.access.api_keys = vec![format!("{}:outcomes", hash_key(LABELLER)), format!("{}:models", hash_key("admin-key"))];
     config
 }
 

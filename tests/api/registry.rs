@@ -35,7 +35,7 @@ pub(crate) fn app_config(dir: &Path) -> house_price_api::config::AppConfig {
     config.default_model = "ridge-log".into();
     // ridge-log answers every request that names no model, three inputs included.
     config.three_input_model = String::new();
-    config.api_keys = vec![hash_key("admin-key"), format!("{}:outcomes", hash_key("labeller-key"))];
+    config.access.api_keys = vec![hash_key("admin-key"), format!("{}:outcomes", hash_key("labeller-key"))];
     config
 }
 
@@ -52,7 +52,7 @@ async fn reloading_needs_an_api_key_with_the_models_scope(pool: PgPool) {
 
     // With no keys configured, mutations are disabled.
     let mut no_keys = app_config(dir.path());
-    no_keys.api_keys.clear();
+    no_keys.access.api_keys.clear();
     let app = TestApp::spawn_with(pool, no_keys).await;
     assert_eq!(error_code(&reload(&app, Some("admin-key")).await), "FORBIDDEN");
 }

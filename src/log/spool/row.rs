@@ -88,6 +88,9 @@ pub struct SpoolRow<'a> {
     /// `prediction_log.estimated_error`.
     #[serde(default)]
     pub estimated_error: Option<f64>,
+    /// `prediction_log.api_key_id`.
+    #[serde(default)]
+    pub api_key_id: Option<Cow<'a, str>>,
 }
 
 fn no_warnings() -> Cow<'static, serde_json::Value> {
@@ -124,6 +127,7 @@ impl<'a> SpoolRow<'a> {
             interval_low: record.interval_low,
             interval_high: record.interval_high,
             estimated_error: record.estimated_error,
+            api_key_id: record.api_key_id.as_deref().map(Cow::Borrowed),
         }
     }
 
@@ -139,6 +143,7 @@ impl<'a> SpoolRow<'a> {
             route: text(self.route),
             operation: self.operation.map(text),
             client: self.client.map(text),
+            api_key_id: self.api_key_id.map(text),
             status: self.status,
             error_code: self.error_code.map(text),
             error_field: self.error_field.map(text),
