@@ -23,6 +23,7 @@ COMMENT ON COLUMN api_keys.id IS 'Public key id (12 hex digits), the part of the
 COMMENT ON COLUMN api_keys.name IS 'Who or what the key is for.';
 COMMENT ON COLUMN api_keys.secret_sha256 IS 'SHA-256 of the secret part (256 random bits): never the secret itself.';
 COMMENT ON COLUMN api_keys.scopes IS 'What the key may do: predict, history, monitoring, outcomes, models.';
+COMMENT ON COLUMN api_keys.created_at IS 'When the key was created.';
 COMMENT ON COLUMN api_keys.expires_at IS 'The key stops working at this time (null: never).';
 COMMENT ON COLUMN api_keys.revoked_at IS 'When the key was revoked (null: not revoked).';
 COMMENT ON COLUMN api_keys.last_used_at IS 'Last accepted use, written by the replicas about once per KEY_REFRESH_MS.';

@@ -88,7 +88,8 @@ fn random_hex(bytes: usize) -> String {
 /// Splits `hpk_<id>_<secret>` into its id and secret.
 fn split_key(key: &str) -> Option<(&str, &str)> {
     let (id, secret) = key.strip_prefix(KEY_PREFIX)?.split_once('_')?;
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     (hex(id, 12) && hex(secret, 64)).then_some((id, secret))
 }
 
@@ -205,8 +206,12 @@ pub async fn run_cli(pool: &PgPool, action: KeysAction) -> anyhow::Result<()> {
         }
         KeysAction::List => {
             let now = Utc::now();
-            let time = |t: Option<DateTime<Utc>>| t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string());
-            println!("{:<12}  {:<8}  {:<36}  {:<16}  {:<16}  {:<16}  name", "id", "state", "scopes", "created", "expires", "last used");
+            let time =
+                |t: Option<DateTime<Utc>>| t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string());
+            println!(
+                "{:<12}  {:<8}  {:<36}  {:<16}  {:<16}  {:<16}  name",
+                "id", "state", "scopes", "created", "expires", "last used"
+            );
             for key in list(pool).await? {
                 println!(
                     "{:<12}  {:<8}  {:<36}  {:<16}  {:<16}  {:<16}  {}",

@@ -70,10 +70,7 @@ impl Scope {
         let mut scopes = Vec::new();
         for name in list.split(['+', ',']).map(str::trim).filter(|s| !s.is_empty()) {
             let scope = Self::parse(name).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown API key scope {name:?} (one of {})",
-                    Self::ALL.map(Self::as_str).join(", ")
-                )
+                anyhow::anyhow!("unknown API key scope {name:?} (one of {})", Self::ALL.map(Self::as_str).join(", "))
             })?;
             if !scopes.contains(&scope) {
                 scopes.push(scope);
@@ -138,18 +135,21 @@ impl Caller {
             (Access::Keys, _) => true,
         };
         let what = scope.map_or_else(|| "any scope".to_owned(), |s| format!("the {:?} scope", s.as_str()));
+        if needs_key && no_keys_exist {
+            return Err(AppError::Forbidden(
+                "this operation needs an API key and none exist: create one with `house-price-api keys create`".into(),
+            ));
+        }
         match self {
             Self::Refused(message) => Err(AppError::Unauthenticated(message.clone())),
+            // Under open access a key does not take away what needs none.
             Self::Key(key) => match scope {
-                Some(scope) if !key.scopes.contains(&scope) => {
+                Some(scope) if needs_key && !key.scopes.contains(&scope) => {
                     Err(AppError::Forbidden(format!("the API key lacks {what}")))
                 }
                 _ => Ok(Some(&key.id)),
             },
             Self::Anonymous if !needs_key => Ok(None),
-            Self::Anonymous if no_keys_exist && access == Access::Open => Err(AppError::Forbidden(
-                "this operation needs an API key and none exist: create one with `house-price-api keys create`".into(),
-            )),
             Self::Anonymous => Err(AppError::Unauthenticated(format!(
                 "this operation needs an API key with {what} in the x-api-key header"
             ))),
@@ -175,6 +175,8 @@ mod tests {
             let err = Caller::Anonymous.require(Access::Open, Some(scope), false).unwrap_err();
             assert_eq!(err.code(), "UNAUTHENTICATED");
             assert_eq!(Caller::Anonymous.require(Access::Open, Some(scope), true).unwrap_err().code(), "FORBIDDEN");
+            let wrong = Caller::Refused("the API key is not valid".into());
+            assert_eq!(wrong.require(Access::Open, Some(scope), true).unwrap_err().code(), "FORBIDDEN");
         }
     }
 
@@ -189,8 +191,10 @@ mod tests {
         let err = predictor.require(Access::Keys, Some(Scope::History), false).unwrap_err();
         assert_eq!(err.code(), "FORBIDDEN");
         assert!(err.to_string().contains("\"history\""), "{err}");
-        // A scope missing is missing under open access too.
+        // Under open access, a key's scopes add to what needs none.
         assert_eq!(predictor.require(Access::Open, Some(Scope::Models), false).unwrap_err().code(), "FORBIDDEN");
+        let labeller = key(&[Scope::Outcomes]);
+        assert_eq!(labeller.require(Access::Open, Some(Scope::Predict), false).unwrap(), Some("0123456789ab"));
     }
 
     #[test]

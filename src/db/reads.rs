@@ -74,10 +74,7 @@ impl ReadPool {
     /// Runs `read` on a read connection. A statement past the timeout fails with
     /// [`ReadError::TimedOut`]; if this future is dropped before `read` finished, the running
     /// statement is cancelled in PostgreSQL.
-    pub async fn run<T>(
-        &self,
-        read: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<T>,
-    ) -> Result<T, ReadError> {
+    pub async fn run<T>(&self, read: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<T>) -> Result<T, ReadError> {
         let mut conn = self.reads.acquire().await?;
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn).await?;
         let mut guard = CancelOnDrop { conn: Some(conn), pid, control: self.control.clone() };

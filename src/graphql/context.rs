@@ -26,7 +26,10 @@ pub(crate) fn state<'a>(ctx: &Context<'a>) -> Result<(&'a AppState, &'a RequestM
 /// The application state, once the caller is allowed what `scope` covers (`None`: model
 /// metadata) under `ACCESS`; `UNAUTHENTICATED` or `FORBIDDEN` otherwise. Also returns the
 /// accepted key's id (`model_events` records who reloaded).
-pub(crate) fn authorize<'a>(ctx: &Context<'a>, scope: Option<Scope>) -> Result<(&'a AppState, Option<&'a str>), AppError> {
+pub(crate) fn authorize<'a>(
+    ctx: &Context<'a>,
+    scope: Option<Scope>,
+) -> Result<(&'a AppState, Option<&'a str>), AppError> {
     let state = data::<AppState>(ctx)?;
     let caller = ctx.data_opt::<Caller>().unwrap_or(&Caller::Anonymous);
     let key = caller.require(state.config.access.access, scope, state.keys.is_empty())?;

@@ -157,7 +157,8 @@ pub fn count_tokens(text: &str, stop: usize) -> usize {
             b if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' => {
                 // A name or a number (with sign, fraction and exponent).
                 i += 1;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'.' | b'+' | b'-'))
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'.' | b'+' | b'-'))
                 {
                     // `1.5`, `2e-3`: the sign only right after an exponent marker.
                     if matches!(bytes[i], b'+' | b'-') && !matches!(bytes[i - 1], b'e' | b'E') {
@@ -414,10 +415,10 @@ mod tests {
     #[test]
     fn tokens_are_counted_like_the_grammar_says() {
         assert_eq!(count_tokens("{ a }", 100), 3);
-        assert_eq!(count_tokens("query Q($x: Int = -1.5e-3) { a(x: $x) @include(if: true) }", 100), 22);
+        assert_eq!(count_tokens("query Q($x: Int = -1.5e-3) { a(x: $x) @include(if: true) }", 100), 26);
         assert_eq!(count_tokens("# comment\n{ a, b,,, c }", 100), 5);
-        assert_eq!(count_tokens(r#"{ a(s: "x \" y", t: """block "" " """) }"#, 100), 10);
-        assert_eq!(count_tokens("{ ...F } fragment F on Query { é }", 100), 10);
+        assert_eq!(count_tokens(r#"{ a(s: "x \" y", t: """block "" " """) }"#, 100), 11);
+        assert_eq!(count_tokens("{ ...F } fragment F on Query { é }", 100), 11);
         assert_eq!(count_tokens(&"{ a }".repeat(1000), 50), 50, "stops at the limit");
     }
 
@@ -445,7 +446,8 @@ mod tests {
         assert_eq!(cost("query($n: Int) { predictions(first: $n) { nodes { id } } }", json!({"n": 100})), 212);
         assert_eq!(cost("query($n: Int = 5) { predictions(first: $n) { nodes { id } } }", json!({})), 22);
         assert_eq!(cost("{ traffic { requests } }", json!({})), 10 + 12 + 1);
-        let week = cost(r#"{ traffic(from: "2026-01-01T00:00:00Z", to: "2026-01-08T00:00:00Z") { requests } }"#, json!({}));
+        let week =
+            cost(r#"{ traffic(from: "2026-01-01T00:00:00Z", to: "2026-01-08T00:00:00Z") { requests } }"#, json!({}));
         assert_eq!(week, 10 + 169 / 2 + 1);
         let year = cost(
             "query($f: DateTime) { performance(model: \"m\", from: $f) { mae } }",

@@ -6,10 +6,10 @@ use async_graphql::{Context, ID, Object};
 use uuid::Uuid;
 
 use super::context::{authorize, resolve, state};
-use crate::auth::Scope;
 use super::types::{
     BatchPredictionItem, HouseInput, ModelInfo, PageInfo, PredictionConnection, PredictionEdge, PredictionFilter,
 };
+use crate::auth::Scope;
 use crate::error::AppError;
 use crate::log::{Cursor, PredictionRecord, store};
 use crate::model::events::{self, ModelEvent};
@@ -293,7 +293,10 @@ impl QueryRoot {
             let (from, to) = window(from, to, TimeDelta::days(7))?;
             check_text("model", Some(&model))?;
             let (name, version) = registry::parse_spec(&model);
-            Ok(state.reads.run(async |conn| reports::alerts(conn, name, version, from, to, i64::from(first)).await).await?)
+            Ok(state
+                .reads
+                .run(async |conn| reports::alerts(conn, name, version, from, to, i64::from(first)).await)
+                .await?)
         })
         .await
     }

@@ -332,6 +332,11 @@ impl PredictionRecord {
     async fn client(&self) -> Option<&str> {
         self.client.as_deref()
     }
+    /// The id of the API key the request presented (`api_keys.id`, or `env:…` for a key from
+    /// `API_KEYS`); null without a valid key.
+    async fn api_key_id(&self) -> Option<&str> {
+        self.api_key_id.as_deref()
+    }
     /// Outcome.
     async fn status(&self) -> PredictionStatus {
         self.status

@@ -308,13 +308,7 @@ pub async fn post(
     }
 }
 
-async fn execute(
-    s: &HttpState,
-    caller: Caller,
-    meta: RequestMeta,
-    media: MediaType,
-    batch: BatchRequest,
-) -> Response {
+async fn execute(s: &HttpState, caller: Caller, meta: RequestMeta, media: MediaType, batch: BatchRequest) -> Response {
     let timeout = s.app.config.limits.request_timeout();
     // One cost budget for the whole request, however many operations it batches.
     let meter = CostMeter::default();

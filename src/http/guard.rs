@@ -58,7 +58,8 @@ impl RateLimits {
     pub fn new(config: &AccessConfig) -> Self {
         let quota = |rate: u32| {
             let rate = NonZeroU32::new(rate)?;
-            let burst = rate.saturating_mul(NonZeroU32::new(config.rate_limit_burst_seconds).unwrap_or(NonZeroU32::MIN));
+            let burst =
+                rate.saturating_mul(NonZeroU32::new(config.rate_limit_burst_seconds).unwrap_or(NonZeroU32::MIN));
             Some(Quota::per_second(rate).allow_burst(burst))
         };
         Self {

@@ -3,8 +3,8 @@
 use async_graphql::ErrorExtensions;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, State};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};

@@ -6,10 +6,10 @@ use axum::extract::{Extension, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 
+use super::guard::caller_of;
 use super::request::header_str;
 use super::state::HttpState;
 use crate::auth::Caller;
-use super::guard::caller_of;
 use crate::graphql::extensions::WsConnection;
 
 /// `GET /ws`: GraphQL over WebSocket (`graphql-transport-ws` and the legacy `graphql-ws`).

@@ -231,6 +231,11 @@ pub struct Subscriber {
 impl Subscriber {
     /// Connects with `protocol` (`graphql-transport-ws` or `graphql-ws`) and completes the handshake.
     pub async fn connect(app: &TestApp, protocol: &str) -> Self {
+        Self::connect_with(app, protocol, Value::Null).await
+    }
+
+    /// [`Self::connect`] with a `connection_init` payload (`Null`: none).
+    pub async fn connect_with(app: &TestApp, protocol: &str, payload: Value) -> Self {
         use futures_util::SinkExt;
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut request = format!("ws://{}/ws", app.addr).into_client_request().unwrap();
@@ -240,7 +245,14 @@ impl Subscriber {
         let mut subscriber = Self { ws };
         subscriber
             .ws
-            .send(tokio_tungstenite::tungstenite::Message::text(json!({ "type": "connection_init" }).to_string()))
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                if payload.is_null() {
+                    json!({ "type": "connection_init" })
+                } else {
+                    json!({ "type": "connection_init", "payload": payload })
+                }
+                .to_string(),
+            ))
             .await
             .unwrap();
         assert_eq!(subscriber.next_event().await["type"], "connection_ack");

@@ -17,6 +17,7 @@ mod replicas;
 mod rest;
 mod rollups;
 mod schema;
+mod security;
 mod spool_upgrade;
 mod subscription;
 mod trust;

@@ -14,7 +14,8 @@ pub(crate) const LABELLER: &str = "labeller-key";
 
 pub(crate) fn monitored_config() -> house_price_api::config::AppConfig {
     let mut config = config();
-    config.access.api_keys = vec![format!("{}:outcomes", hash_key(LABELLER)), format!("{}:models", hash_key("admin-key"))];
+    config.access.api_keys =
+        vec![format!("{}:outcomes", hash_key(LABELLER)), format!("{}:models", hash_key("admin-key"))];
     config
 }
 
@@ -397,7 +398,8 @@ async fn model_events_list_loads_and_reloads_newest_first(pool: PgPool) {
     let events = body["data"]["modelEvents"].as_array().unwrap_or_else(|| panic!("{body}"));
     assert_eq!(events.len(), 2, "{body}");
     assert_eq!((events[0]["event"].as_str(), events[0]["trigger"].as_str()), (Some("reloaded"), Some("api")));
-    assert!(events[0]["actor"].as_str().is_some_and(|a| a.len() == 12), "the key's fingerprint: {body}");
+    let fingerprint = format!("env:{}", &hash_key("admin-key")[..12]);
+    assert_eq!(events[0]["actor"].as_str(), Some(fingerprint.as_str()), "the key's id: {body}");
     assert_eq!((events[1]["event"].as_str(), events[1]["trigger"].as_str()), (Some("loaded"), Some("startup")));
     assert_eq!(events[1]["defaultModel"], "price-blend@1.0.0");
     let body = app.graphql("{ modelEvents(first: 0) { id } }", json!({})).await;
