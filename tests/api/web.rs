@@ -319,6 +319,22 @@ async fn the_dashboard_says_so_when_there_is_no_data_or_the_api_fails(pool: PgPo
     assert!(message.contains("unknown model"), "the API's message is shown: {result:#}");
 }
 
+#[sqlx::test]
+async fn the_dashboard_takes_a_key_under_keys_access_and_keeps_it_in_the_session_only(pool: PgPool) {
+    let mut config = config();
+    config.access.access = house_price_api::auth::Access::Keys;
+    config.access.api_keys = vec![format!("{}:monitoring+history", house_price_api::auth::hash_key("dash-key"))];
+    let app = TestApp::spawn_with(pool, config).await;
+    let result = node(&app, "dashboard-key.mjs", &[("API_KEY", "dash-key")]).await;
+    assert_eq!(result["withoutKey"], "error", "{result:#}");
+    assert!(result["message"].as_str().unwrap_or_default().contains("API key"), "the refusal is shown: {result:#}");
+    for panel in ["traffic", "drift", "accuracy", "models", "live"] {
+        assert_ne!(result["withKey"][panel], "error", "{panel}: {result:#}");
+    }
+    assert_eq!(result["liveStatus"], "connected", "the WebSocket sent the key: {result:#}");
+    assert_eq!((result["sessionKey"].as_bool(), result["localKey"].as_bool()), (Some(true), Some(false)), "{result:#}");
+}
+
 /// `13916` → `13,916`.
 fn thousands(n: i64) -> String {
     let digits = n.abs().to_string();

@@ -55,13 +55,21 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
+// The API key (ACCESS=keys): kept in sessionStorage only, so it leaves with the tab.
+const KEY_STORAGE = 'house-price-api:api-key';
+function apiKey() {
+  return sessionStorage.getItem(KEY_STORAGE) || '';
+}
+
 async function gql(query, variables = {}) {
+  const headers = {
+    'content-type': 'application/json',
+    accept: 'application/graphql-response+json, application/json',
+  };
+  if (apiKey()) headers['x-api-key'] = apiKey();
   const res = await fetch('/graphql', {
     method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      accept: 'application/graphql-response+json, application/json',
-    },
+    headers,
     body: JSON.stringify({ query, variables }),
   });
   let body;
@@ -792,6 +800,8 @@ function startLive() {
 
   const client = createClient({
     url: wsUrl,
+    // Browsers cannot set WebSocket headers: the key goes in the connection_init payload.
+    connectionParams: () => (apiKey() ? { 'x-api-key': apiKey() } : {}),
     lazy: false,
     retryAttempts: Infinity,
     shouldRetry: () => true,
@@ -944,6 +954,13 @@ async function main() {
     refresh();
   });
   document.getElementById('refresh').addEventListener('click', () => refresh());
+  const keyInput = document.getElementById('api-key');
+  keyInput.value = apiKey();
+  keyInput.addEventListener('change', () => {
+    sessionStorage.setItem(KEY_STORAGE, keyInput.value.trim());
+    // Everything (the live feed included) starts again with the new key.
+    window.location.reload();
+  });
   refresh();
   startLive();
 }

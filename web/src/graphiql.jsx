@@ -14,16 +14,35 @@ const httpUrl = new URL(root.dataset.endpoint || '/graphql', window.location.hre
 const wsUrl = new URL(root.dataset.subscriptionEndpoint || '/ws', window.location.href);
 wsUrl.protocol = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
 
-const baseFetcher = createGraphiQLFetcher({
-  url: httpUrl,
-  wsClient: createClient({ url: wsUrl.toString(), lazy: true, retryAttempts: 3 }),
+// The API key (ACCESS=keys) is the `x-api-key` of the headers editor; it is kept in
+// sessionStorage only (headers are not persisted), so it leaves with the tab. Subscriptions send
+// it in the connection_init payload, since browsers cannot set WebSocket headers.
+const KEY_STORAGE = 'house-price-api:api-key';
+let socketKey = sessionStorage.getItem(KEY_STORAGE) || '';
+const wsClient = createClient({
+  url: wsUrl.toString(),
+  lazy: true,
+  retryAttempts: 3,
+  connectionParams: () => (socketKey ? { 'x-api-key': socketKey } : {}),
 });
+const baseFetcher = createGraphiQLFetcher({ url: httpUrl, wsClient });
+
+/** Remembers the key the headers carry; a new key reconnects the socket with it. */
+function rememberKey(headers) {
+  const key = (headers && typeof headers['x-api-key'] === 'string' ? headers['x-api-key'] : '').trim();
+  sessionStorage.setItem(KEY_STORAGE, key);
+  if (key !== socketKey) {
+    socketKey = key;
+    wsClient.terminate();
+  }
+}
 
 // GraphiQL may call the fetcher with the previous tab's documentAST / operationName (right after
 // a tab switch, before its debounced parse), and the toolkit routes an operation to the WebSocket
 // only when documentAST + operationName name a subscription. Parse the query we are actually
 // sending so `subscription Live {...}` always goes to /ws.
 function fetcher(params, opts) {
+  rememberKey(opts && opts.headers);
   if (params.operationName === 'IntrospectionQuery') return baseFetcher(params, opts);
   let doc = null;
   try {
@@ -41,7 +60,7 @@ function fetcher(params, opts) {
   return baseFetcher(params, opts);
 }
 
-const headers = '{\n  "x-api-key": ""\n}';
+const headers = JSON.stringify({ 'x-api-key': sessionStorage.getItem(KEY_STORAGE) || '' }, null, 2);
 
 const tabs = [
   `query PricePrediction {
