@@ -240,6 +240,16 @@ pub async fn run_cli(pool: &PgPool, action: KeysAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a replica reads of a key.
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: String,
+    secret_sha256: Vec<u8>,
+    scopes: Vec<String>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
 /// A database key as a replica keeps it.
 #[derive(Debug, Clone)]
 struct StoredKey {
@@ -334,17 +344,18 @@ impl KeyStore {
         if *self.version.lock().unwrap_or_else(std::sync::PoisonError::into_inner) == Some(version) {
             return Ok(());
         }
-        let rows: Vec<(String, Vec<u8>, Vec<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+        let rows: Vec<KeyRow> =
             sqlx::query_as("SELECT id, secret_sha256, scopes, expires_at, revoked_at FROM api_keys")
                 .fetch_all(pool)
                 .await?;
         let keys = rows
             .into_iter()
-            .filter_map(|(id, digest, scopes, expires_at, revoked_at)| {
-                let digest: [u8; 32] = digest.try_into().ok()?;
-                let scopes = scopes.iter().filter_map(|s| Scope::parse(s)).collect();
-                let identity = Arc::new(KeyIdentity { id: id.clone(), scopes });
-                Some((id, StoredKey { identity, digest, expires_at, revoked: revoked_at.is_some() }))
+            .filter_map(|row| {
+                let digest: [u8; 32] = row.secret_sha256.try_into().ok()?;
+                let scopes = row.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
+                let identity = Arc::new(KeyIdentity { id: row.id.clone(), scopes });
+                let key = StoredKey { identity, digest, expires_at: row.expires_at, revoked: row.revoked_at.is_some() };
+                Some((row.id, key))
             })
             .collect::<HashMap<_, _>>();
         tracing::debug!(keys = keys.len(), "API keys re-read");

@@ -401,6 +401,8 @@ impl<'a> CostWalker<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write;
+
     use async_graphql::parser::parse_query;
     use serde_json::json;
 
@@ -433,7 +435,7 @@ mod tests {
         // Each level spreads the next twice: 2^41 aliases, measured in linear time.
         let mut doc = String::from("{ ...F0 }");
         for i in 0..40 {
-            doc.push_str(&format!(" fragment F{i} on Q {{ a: x {{ ...F{n} }} b: x {{ ...F{n} }} }}", n = i + 1));
+            write!(doc, " fragment F{i} on Q {{ a: x {{ ...F{n} }} b: x {{ ...F{n} }} }}", n = i + 1).unwrap();
         }
         doc.push_str(" fragment F40 on Q { c }");
         assert_eq!(shape(&doc).aliases, (1usize << 41) - 2);

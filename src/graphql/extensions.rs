@@ -2,7 +2,7 @@
 //!
 //! - [`ErrorCodes`]: every error leaves with an `extensions.code`. Resolver errors already carry
 //!   one (see [`crate::error`]); errors raised by async-graphql itself before execution (syntax,
-//!   unknown fields, wrong argument types, depth and complexity limits) get
+//!   unknown fields, wrong argument types, depth limits) get
 //!   `GRAPHQL_PARSE_FAILED` or `GRAPHQL_VALIDATION_FAILED` here.
 //! - [`RequestContext`]: every operation has a [`RequestMeta`] and its errors name its request id;
 //!   an operation sent over a WebSocket gets what an HTTP request gets from its handler (its own

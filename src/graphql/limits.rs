@@ -306,15 +306,14 @@ impl Extension for QueryLimitsExtension {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = match self.reuse.get() {
-            Some(result) => *result,
-            None => {
-                let result = next.run(ctx).await?;
-                if let Some(cached) = self.document.get() {
-                    cached.remember_validated(self.operation_name(), result);
-                }
-                result
+        let result = if let Some(result) = self.reuse.get() {
+            *result
+        } else {
+            let result = next.run(ctx).await?;
+            if let Some(cached) = self.document.get() {
+                cached.remember_validated(self.operation_name(), result);
             }
+            result
         };
         // The cost of an operation that validated; a batch's operations share one budget.
         if let (Some(limits), Some(&(cost, pos))) = (self.cost_limits, self.cost.get()) {

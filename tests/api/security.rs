@@ -2,6 +2,7 @@
 //! document limits, bounded and cancelled reads, the analysts' read-only role, and the overloads
 //! an attacker without a key would try.
 
+use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use house_price_api::auth::{Access, Scope, keys};
@@ -255,7 +256,7 @@ async fn costly_aliases_of_every_database_backed_field_are_refused_before_they_r
         format!("performance(model: \"price-blend\", from: \"{month_ago}\") {{ predictions }}"),
         format!("shadowComparison(from: \"{month_ago}\") {{ start }}"),
         format!("drift(model: \"price-blend\", from: \"{month_ago}\") {{ status }}"),
-        format!("driftHistory(model: \"price-blend\", from: \"2026-01-01T00:00:00Z\") {{ psi }}"),
+        "driftHistory(model: \"price-blend\", from: \"2026-01-01T00:00:00Z\") { psi }".to_owned(),
         "driftReports(model: \"price-blend\", first: 1000) { id }".to_owned(),
         "modelEvents(first: 1000) { id }".to_owned(),
         "predictPrices(inputs: $b) { index }".to_owned(),
@@ -324,7 +325,7 @@ async fn overloads_of_aliases_directives_tokens_and_fragments_are_refused(pool: 
     // Through fragments: each level spreads the next twice (2^20 aliases from 40 in the text).
     let mut bomb = String::from("{ ...F0 }");
     for i in 0..20 {
-        bomb.push_str(&format!(" fragment F{i} on Query {{ a: models {{ name }} b: model {{ name }} ...F{} }}", i + 1));
+        write!(bomb, " fragment F{i} on Query {{ a: models {{ name }} b: model {{ name }} ...F{} }}", i + 1).unwrap();
     }
     bomb.push_str(" fragment F20 on Query { __typename }");
     refused(&app.graphql(&bomb, json!({})).await, "aliases");
@@ -441,7 +442,7 @@ async fn the_analyst_role_reads_the_sql_contract_and_can_change_nothing(pool: Pg
         "select ensure_prediction_log_partition(current_date + 400)",
     ] {
         let err = sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&analyst).await.unwrap_err();
-        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
+        let code = err.as_database_error().and_then(sqlx::error::DatabaseError::code).map(std::borrow::Cow::into_owned);
         assert_eq!(code.as_deref(), Some("42501"), "{statement}: {err}");
     }
     assert_eq!(app.count_rows("true").await, 1, "nothing changed");
