@@ -87,8 +87,9 @@ impl CostMeter {
     }
 }
 
-/// A `QUERY_TOO_COSTLY` refusal.
-pub fn refusal(message: String, pos: Option<Pos>, extensions: &[(&str, Value)]) -> ServerError {
+/// A `QUERY_TOO_COSTLY` refusal, counted in `query_refused_total{limit}`.
+fn refusal(limit: &'static str, message: String, pos: Option<Pos>, extensions: &[(&str, Value)]) -> ServerError {
+    metrics::counter!("query_refused_total", "limit" => limit).increment(1);
     let mut err = ServerError::new(message, pos);
     let ext = err.extensions.get_or_insert_with(Default::default);
     ext.set("code", codes::QUERY_TOO_COSTLY);
@@ -99,9 +100,10 @@ pub fn refusal(message: String, pos: Option<Pos>, extensions: &[(&str, Value)]) 
 }
 
 /// A refusal for a count over its limit (`limit`: `aliases`, `directives` or `tokens`).
-pub fn over_limit(limit: &str, count: usize, max: usize, pos: Option<Pos>) -> ServerError {
+pub fn over_limit(limit: &'static str, count: usize, max: usize, pos: Option<Pos>) -> ServerError {
     let shown = if count == usize::MAX { "too many".to_owned() } else { count.to_string() };
     refusal(
+        limit,
         format!("the document has {shown} {limit}, more than the {max} allowed"),
         pos,
         &[("limit", Value::from(limit)), ("count", Value::from(count as u64)), ("max", Value::from(max as u64))],
@@ -111,6 +113,7 @@ pub fn over_limit(limit: &str, count: usize, max: usize, pos: Option<Pos>) -> Se
 /// A refusal for a request over its budget.
 pub fn over_budget(cost: usize, budget: usize, pos: Option<Pos>) -> ServerError {
     refusal(
+        "cost",
         format!(
             "the request would cost {cost}, more than the budget of {budget} (each field's cost is in its \
              description): ask for fewer rows, a shorter window or fewer fields"

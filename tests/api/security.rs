@@ -273,6 +273,8 @@ async fn costly_aliases_of_every_database_backed_field_are_refused_before_they_r
         assert_eq!(ext["budget"], 5000);
         assert!(body.get("data").is_none_or(Value::is_null), "nothing ran: {body}");
     }
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("query_refused_total{limit=\"cost\"} 9")), "{metrics}");
     // One of each is within the budget.
     let one = app.graphql(&format!("{{ {} }}", aliases(&fields[0], 1)), json!({})).await;
     assert!(one["errors"].is_null(), "{one}");
