@@ -99,15 +99,19 @@ fn refusal(limit: &'static str, message: String, pos: Option<Pos>, extensions: &
     err
 }
 
-/// A refusal for a count over its limit (`limit`: `aliases`, `directives` or `tokens`).
-pub fn over_limit(limit: &'static str, count: usize, max: usize, pos: Option<Pos>) -> ServerError {
-    let shown = if count == usize::MAX { "too many".to_owned() } else { count.to_string() };
-    refusal(
-        limit,
-        format!("the document has {shown} {limit}, more than the {max} allowed"),
-        pos,
-        &[("limit", Value::from(limit)), ("count", Value::from(count as u64)), ("max", Value::from(max as u64))],
-    )
+/// A refusal for a count over its limit (`limit`: `aliases`, `directives` or `tokens`). `count`
+/// is `None` when counting stopped at the limit (tokens) or overflowed (a fragment bomb).
+pub fn over_limit(limit: &'static str, count: Option<usize>, max: usize, pos: Option<Pos>) -> ServerError {
+    let count = count.filter(|&c| c != usize::MAX);
+    let mut extensions = vec![("limit", Value::from(limit)), ("max", Value::from(max as u64))];
+    let message = match count {
+        Some(count) => {
+            extensions.push(("count", Value::from(count as u64)));
+            format!("the document has {count} {limit}, more than the {max} allowed")
+        }
+        None => format!("the document has more than the {max} {limit} allowed"),
+    };
+    refusal(limit, message, pos, &extensions)
 }
 
 /// A refusal for a request over its budget.

@@ -271,7 +271,7 @@ impl Extension for QueryLimitsExtension {
         if let Some(limits) = self.cost_limits {
             let tokens = cost::count_tokens(query, limits.tokens.saturating_add(1));
             if tokens > limits.tokens {
-                return Err(cost::over_limit("tokens", tokens, limits.tokens, None));
+                return Err(cost::over_limit("tokens", None, limits.tokens, None));
             }
         }
         let doc = next.run(ctx, query, variables).await.map_err(|err| {
@@ -288,10 +288,10 @@ impl Extension for QueryLimitsExtension {
         if let Some(limits) = self.cost_limits {
             let shape = Shape::of(&doc);
             if shape.aliases > limits.aliases {
-                return Err(cost::over_limit("aliases", shape.aliases, limits.aliases, pos));
+                return Err(cost::over_limit("aliases", Some(shape.aliases), limits.aliases, pos));
             }
             if shape.directives > limits.directives {
-                return Err(cost::over_limit("directives", shape.directives, limits.directives, pos));
+                return Err(cost::over_limit("directives", Some(shape.directives), limits.directives, pos));
             }
         }
         self.measure(&doc, variables);
