@@ -97,6 +97,12 @@ pub struct WsConnection {
     pub client: Option<String>,
 }
 
+/// The rate limit each operation on a WebSocket passes (the HTTP layer's, for the connection's
+/// caller and address): `Err((message, retry after seconds))` when over it.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct WsRateGate(pub Arc<dyn Fn(&crate::auth::Caller) -> Result<(), (String, u64)> + Send + Sync>);
+
 /// Factory for [`RequestContext`].
 pub struct RequestContext;
 
@@ -135,10 +141,20 @@ impl Extension for RequestContextExtension {
         let request_id = match (attached, ctx.data_opt::<WsConnection>()) {
             (Some(meta), _) => Some(meta.request_id.clone()),
             (None, Some(socket)) => {
+                let caller = ctx.data_opt::<crate::auth::Caller>().unwrap_or(&crate::auth::Caller::Anonymous);
+                if let Some(gate) = ctx.data_opt::<WsRateGate>()
+                    && let Err((message, seconds)) = (gate.0)(caller)
+                {
+                    let mut err = ServerError::new(message, None);
+                    let ext = err.extensions.get_or_insert_with(Default::default);
+                    ext.set("code", codes::RATE_LIMITED);
+                    ext.set("retryAfterSeconds", seconds);
+                    return Err(err);
+                }
                 let mut meta =
                     RequestMeta::new(uuid::Uuid::new_v4().to_string(), Route::Graphql, socket.client.clone());
                 meta.operation = request.operation_name.clone();
-                meta.api_key_id = ctx.data_opt::<crate::auth::Caller>().and_then(|c| c.key_id()).map(str::to_owned);
+                meta.api_key_id = caller.key_id().map(str::to_owned);
                 let id = meta.request_id.clone();
                 request.data.insert(meta);
                 Some(id)

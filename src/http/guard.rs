@@ -71,6 +71,19 @@ impl RateLimits {
         }
     }
 
+    /// `Err((limit, wait))` when `caller` (from `address`) is over its rate; counts the refusal in
+    /// `rate_limited_total{limit}` (`limit`: `address` or `key`).
+    pub fn admit(&self, caller: &Caller, address: Option<IpAddr>) -> Result<(), (&'static str, Duration)> {
+        self.check(caller, address).map_err(|(limit, wait)| {
+            let label = match limit {
+                Limit::Address => "address",
+                Limit::Key => "key",
+            };
+            metrics::counter!("rate_limited_total", "limit" => label).increment(1);
+            (label, wait)
+        })
+    }
+
     /// `Err(wait)` when `caller` (from `address`) is over its rate.
     fn check(&self, caller: &Caller, address: Option<IpAddr>) -> Result<(), (Limit, Duration)> {
         if self.requests.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
@@ -102,7 +115,7 @@ impl RateLimits {
     }
 
     /// The client address: the peer, or the last `X-Forwarded-For` entry behind a trusted proxy.
-    fn client_address(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+    pub fn client_address(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
         if self.trust_forwarded_for
             && let Some(forwarded) = header_str(headers, "x-forwarded-for")
             && let Some(last) = forwarded.rsplit(',').next()
@@ -146,23 +159,28 @@ pub async fn guard(State(s): State<HttpState>, mut request: Request, next: Next)
     let caller = caller_of(&s.app.keys, header_str(request.headers(), "x-api-key"));
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let address = s.limits.client_address(request.headers(), peer);
-    if let Err((limit, wait)) = s.limits.check(&caller, address) {
-        let label = match limit {
-            Limit::Address => "address",
-            Limit::Key => "key",
-        };
-        metrics::counter!("rate_limited_total", "limit" => label).increment(1);
+    if let Err((limit, wait)) = s.limits.admit(&caller, address) {
         let rest = request.uri().path().starts_with("/prever_precos");
-        return too_many_requests(label, wait, rest);
+        return too_many_requests(limit, wait, rest);
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
 }
 
+/// Whole seconds to wait (at least 1), as `Retry-After` says it.
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// What a refused client is told.
+pub fn rate_limited_message(limit: &str, seconds: u64) -> String {
+    format!("too many requests for this {limit}: retry in {seconds} s")
+}
+
 /// The 429 answer: the REST route's shape (`{"detail", "code"}`) or a GraphQL error.
 fn too_many_requests(limit: &str, wait: Duration, rest: bool) -> Response {
-    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let message = format!("too many requests for this {limit}: retry in {seconds} s");
+    let seconds = retry_after_seconds(wait);
+    let message = rate_limited_message(limit, seconds);
     let body = if rest {
         json!({ "detail": message, "code": codes::RATE_LIMITED })
     } else {

@@ -241,6 +241,45 @@ async fn a_client_over_its_rate_gets_429_with_retry_after(pool: PgPool) {
     assert_eq!(app.post_graphql("{ __typename }", json!({})).await.status(), 200);
 }
 
+#[sqlx::test]
+async fn operations_on_a_websocket_pass_the_rate_limit_too(pool: PgPool) {
+    let mut config = config();
+    // A burst of 5, then one request a second.
+    config.access.rate_limit_per_address = 1;
+    config.access.rate_limit_burst_seconds = 5;
+    let app = TestApp::spawn_with(pool, config).await;
+    let mut socket = Subscriber::connect(&app, "graphql-transport-ws").await;
+    for id in 0..8 {
+        socket
+            .send(json!({ "id": id.to_string(), "type": "subscribe", "payload": { "query": "{ __typename }" } }))
+            .await;
+    }
+    // Each operation ends with `complete` or `error`; the answers say which were refused.
+    let (mut answered, mut limited, mut ended) = (0, 0, 0);
+    while ended < 8 {
+        let event = tokio::time::timeout(Duration::from_secs(10), socket.next_event()).await.expect("an answer");
+        let errors = match event["type"].as_str() {
+            Some("next") => event["payload"]["errors"].clone(),
+            Some("error") => event["payload"].clone(),
+            _ => Value::Null,
+        };
+        match event["type"].as_str() {
+            Some("next") if errors.is_null() => answered += 1,
+            Some("complete") => ended += 1,
+            Some("error") => ended += 1,
+            _ => {}
+        }
+        if errors[0]["extensions"]["code"] == "RATE_LIMITED" {
+            limited += 1;
+            assert!(errors[0]["extensions"]["retryAfterSeconds"].as_u64().is_some(), "{event}");
+        }
+    }
+    // The upgrade took one of the 5; the socket's operations share the rest (one more may have
+    // been refilled meanwhile on a slow machine).
+    assert_eq!(answered + limited, 8);
+    assert!((4..=5).contains(&answered), "answered {answered}, limited {limited}");
+}
+
 /// Aliases of `field` (up to the alias limit), each costing what the probe asked for.
 fn aliases(field: &str, count: usize) -> String {
     (0..count).map(|i| format!("a{i}: {field} ")).collect()
