@@ -255,6 +255,21 @@ async fn graphiql_works_offline_in_chromium_docs_query_and_subscription(pool: Pg
 }
 
 #[sqlx::test]
+async fn graphiql_sends_the_session_key_with_queries_and_subscriptions_under_keys_access(pool: PgPool) {
+    let mut config = config();
+    config.access.access = house_price_api::auth::Access::Keys;
+    config.access.api_keys = vec![format!("{}:predict+history", house_price_api::auth::hash_key("explorer-key"))];
+    let app = TestApp::spawn_with(pool, config).await;
+    let result = node(&app, "graphiql.mjs", &[("API_KEY", "explorer-key")]).await;
+    assert_eq!(result["docsHasPredictPrice"], true, "introspection needs no key: {result:#}");
+    let expected = app.expected_price(1500.0, 3, 2.0);
+    assert!((result["price"].as_f64().unwrap() - expected).abs() < 1e-6, "{result:#} vs {expected}");
+    assert_eq!(result["subscriptionEvent"], true, "{result:#}");
+    assert_eq!(result["initHadKey"], true, "the key went in connection_init: {result:#}");
+    assert_eq!(result["localHasKey"], false, "the key stays out of localStorage: {result:#}");
+}
+
+#[sqlx::test]
 async fn the_dashboard_shows_the_drifting_feature_first_and_the_apis_accuracy(pool: PgPool) {
     let app = TestApp::spawn_with(pool, monitored_config()).await;
     run_replay(&app, &[]).await;

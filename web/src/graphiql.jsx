@@ -27,6 +27,21 @@ const wsClient = createClient({
 });
 const baseFetcher = createGraphiQLFetcher({ url: httpUrl, wsClient });
 
+// GraphiQL keeps its tabs and history in localStorage, and the history saves each query's
+// headers: the key is scrubbed from every value on the way in, so it never outlives the session.
+const scrubKey = (value) =>
+  typeof value === 'string' ? value.replace(/(x-api-key\\?"\s*:\s*\\?")[^"\\]*/gi, '$1') : value;
+const keylessStorage = {
+  getItem: (name) => localStorage.getItem(name),
+  setItem: (name, value) => localStorage.setItem(name, scrubKey(value)),
+  removeItem: (name) => localStorage.removeItem(name),
+  clear: () => localStorage.clear(),
+  key: (index) => localStorage.key(index),
+  get length() {
+    return localStorage.length;
+  },
+};
+
 /** Remembers the key the headers carry; a new key reconnects the socket with it. */
 function rememberKey(headers) {
   const key = (headers && typeof headers['x-api-key'] === 'string' ? headers['x-api-key'] : '').trim();
@@ -179,6 +194,7 @@ function App() {
   return (
     <GraphiQL
       fetcher={fetcher}
+      storage={keylessStorage}
       defaultTabs={tabs}
       defaultHeaders={headers}
       isHeadersEditorEnabled={true}

@@ -98,7 +98,11 @@ export async function screenshot(page) {
 export async function gqlFromNode(base, query, variables = {}) {
   const res = await fetch(`${base}/graphql`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json, application/json' },
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/graphql-response+json, application/json',
+      ...(process.env.API_KEY ? { 'x-api-key': process.env.API_KEY } : {}),
+    },
     body: JSON.stringify({ query, variables }),
   });
   const body = await res.json();

@@ -1,5 +1,8 @@
 // Browser test of the GraphiQL page.
-//   BASE_URL=http://127.0.0.1:43123 SCREENSHOT=/tmp/graphiql.png node tests/graphiql.mjs
+//   BASE_URL=http://127.0.0.1:43123 [API_KEY=…] SCREENSHOT=/tmp/graphiql.png node tests/graphiql.mjs
+// With API_KEY (a server with ACCESS=keys), the key is put in the tab's session storage as a user's
+// earlier visit would have; the run reports whether the WebSocket's connection_init carried it
+// ("initHadKey") and whether it ever reached localStorage ("localHasKey").
 // Prints one JSON line: {"ok":true,"docsHasPredictPrice":true,"price":180774.28,"subscriptionEvent":true,"blocked":[]}
 import { runBrowserTest, gqlFromNode, TRIGGER_PREDICTION } from './browser.mjs';
 
@@ -36,6 +39,8 @@ await runBrowserTest('graphiql', async ({ page, base, out }) => {
     ws.on('framereceived', (f) => s.received.push(String(f.payload)));
   });
 
+  const key = process.env.API_KEY || '';
+  if (key) await page.addInitScript((k) => sessionStorage.setItem('house-price-api:api-key', k), key);
   const resp = await page.goto(`${base}/graphql`, { waitUntil: 'load', timeout: 15000 });
   if (!resp || !resp.ok()) throw new Error(`GET /graphql answered ${resp ? resp.status() : 'nothing'}`);
   const ctype = resp.headers()['content-type'] || '';
@@ -110,5 +115,10 @@ await runBrowserTest('graphiql', async ({ page, base, out }) => {
   }
   // Stop the subscription (the execute button turns into a stop button while it runs).
   await page.click('.graphiql-execute-button').catch(() => {});
+  if (key) {
+    out.initHadKey = sockets.some((x) => x.sent.some((p) => p.includes('connection_init') && p.includes(key)));
+    out.localKeysWithKey = await page.evaluate((k) => Object.entries(localStorage).filter(([, v]) => v.includes(k)).map(([n]) => n), key);
+    out.localHasKey = out.localKeysWithKey.length > 0;
+  }
   return out;
 });
