@@ -48,6 +48,8 @@ BEGIN
         END;
     END IF;
     GRANT USAGE ON SCHEMA public TO house_price_reader;
+    -- No temporary tables for roles without a grant of their own (the owner keeps its rights).
+    EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
     GRANT SELECT ON
         prediction_log, prediction_outcomes, prediction_outcome_history,
         model_events, model_set_in_force, model_references,

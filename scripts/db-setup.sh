@@ -8,7 +8,8 @@
 # - Creates role $DB_USER (LOGIN CREATEDB: #[sqlx::test] creates a database per test) and
 #   database $DB_NAME owned by it.
 # - Creates the analysts' read-only roles: house_price_reader (NOLOGIN; the migrations grant it
-#   SELECT on the SQL contract) and $ANALYST_USER (LOGIN, a member of it).
+#   SELECT on the SQL contract) and $ANALYST_USER (LOGIN, a member of it; read-only transactions,
+#   queries cut at 5 min, an idle open transaction at 1 min, so it cannot hold locks for long).
 set -euo pipefail
 
 DB_USER=${DB_USER:-house_price}
@@ -65,6 +66,9 @@ SELECT 'CREATE ROLE house_price_reader NOLOGIN'
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE house_price_reader', :'analyst_user', :'analyst_password')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'analyst_user')\gexec
 SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L', :'analyst_user', :'analyst_password')\gexec
+SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'analyst_user')\gexec
+SELECT format('ALTER ROLE %I SET statement_timeout = %L', :'analyst_user', '5min')\gexec
+SELECT format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', :'analyst_user', '1min')\gexec
 SELECT format('GRANT house_price_reader TO %I', :'analyst_user')\gexec
 SQL
 }

@@ -190,8 +190,8 @@ pub enum KeysAction {
     Rotate {
         /// The key's id.
         id: String,
-        /// Hours the old key keeps working.
-        #[arg(long, default_value_t = 24)]
+        /// Hours the old key keeps working (at most ten years).
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(0..=87_600))]
         grace_hours: u32,
     },
 }

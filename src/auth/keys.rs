@@ -172,13 +172,16 @@ pub async fn rotate(pool: &PgPool, id: &str, grace: Duration) -> anyhow::Result<
     let scopes = old.scopes.iter().filter_map(|s| Scope::parse(s)).collect::<Vec<_>>();
     let expires_at = old.expires_at.map(|at| now + (at - old.created_at));
     let issued = insert(&mut *tx, &old.name, &scopes, expires_at, Some(id)).await?;
-    let grace = chrono::TimeDelta::from_std(grace)?;
+    let until = chrono::TimeDelta::from_std(grace)
+        .ok()
+        .and_then(|grace| now.checked_add_signed(grace))
+        .ok_or_else(|| anyhow::anyhow!("the grace period is too long"))?;
     sqlx::query(
         "UPDATE api_keys SET expires_at = least(coalesce(expires_at, 'infinity'), $2), \
          updated_at = clock_timestamp() WHERE id = $1",
     )
     .bind(id)
-    .bind(now + grace)
+    .bind(until)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -240,6 +243,9 @@ pub async fn run_cli(pool: &PgPool, action: KeysAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `(count, max(updated_at), sum of updated_at)` of `api_keys`: any change to a key changes it.
+type TableVersion = (i64, Option<DateTime<Utc>>, Option<f64>);
+
 /// What a replica reads of a key.
 #[derive(sqlx::FromRow)]
 struct KeyRow {
@@ -272,8 +278,8 @@ pub enum Verdict {
 pub struct KeyStore {
     env: Vec<([u8; 32], Arc<KeyIdentity>)>,
     db: ArcSwap<HashMap<String, StoredKey>>,
-    /// `(count, max(updated_at))` of the table when it was last read.
-    version: Mutex<Option<(i64, Option<DateTime<Utc>>)>>,
+    /// The table's version when it was last read.
+    version: Mutex<Option<TableVersion>>,
     /// Uses not yet written to `last_used_at`.
     used: Mutex<HashMap<String, DateTime<Utc>>>,
 }
@@ -304,6 +310,16 @@ impl KeyStore {
             env.push((bytes, Arc::new(KeyIdentity { id, scopes })));
         }
         Ok(Self { env, db: ArcSwap::default(), version: Mutex::new(None), used: Mutex::default() })
+    }
+
+    /// Whether the key with this id still works at `now` (not revoked, not expired): open
+    /// WebSocket operations and subscriptions check it again, since they outlive the request that
+    /// presented the key. Keys from `API_KEYS` always do.
+    pub fn is_active(&self, id: &str, now: DateTime<Utc>) -> bool {
+        if id.starts_with("env:") {
+            return true;
+        }
+        self.db.load().get(id).is_some_and(|key| !key.revoked && key.expires_at.is_none_or(|at| at > now))
     }
 
     /// Whether no key at all exists (operations that always need one are then `FORBIDDEN`).
@@ -339,8 +355,13 @@ impl KeyStore {
     /// Re-reads the table if it changed since the last read, and writes the uses seen since.
     pub async fn refresh(&self, pool: &PgPool) -> sqlx::Result<()> {
         self.flush_uses(pool).await?;
-        let version: (i64, Option<DateTime<Utc>>) =
-            sqlx::query_as("SELECT count(*), max(updated_at) FROM api_keys").fetch_one(pool).await?;
+        // The sum catches a change whose updated_at is not the newest (two revocations at once,
+        // a clock stepped back), which count and max alone would miss.
+        let version: TableVersion = sqlx::query_as(
+            "SELECT count(*), max(updated_at), sum(extract(epoch FROM updated_at))::float8 FROM api_keys",
+        )
+        .fetch_one(pool)
+        .await?;
         if *self.version.lock().unwrap_or_else(std::sync::PoisonError::into_inner) == Some(version) {
             return Ok(());
         }

@@ -13,11 +13,13 @@
 //! the cancel arrives), `pg_cancel_backend` is sent from another connection, and the taken
 //! connection is closed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::AppError;
 
@@ -32,6 +34,10 @@ pub struct ReadPool {
     /// keep their cancels waiting).
     control: PgPool,
     timeout: Duration,
+    /// One permit per read connection, held by a read until its connection is back in the pool
+    /// or, for an abandoned read, closed: clients that start reads and hang up cannot make the
+    /// pool open replacements faster than the cancelled backends go away.
+    permits: Arc<Semaphore>,
 }
 
 /// A read that failed.
@@ -63,7 +69,7 @@ impl ReadPool {
             .max_connections(size)
             .acquire_timeout(main.options().get_acquire_timeout())
             .connect_lazy_with(options);
-        Self { reads, control: main.clone(), timeout }
+        Self { reads, control: main.clone(), timeout, permits: Arc::new(Semaphore::new(size as usize)) }
     }
 
     /// The read timeout.
@@ -75,9 +81,14 @@ impl ReadPool {
     /// [`ReadError::TimedOut`]; if this future is dropped before `read` finished, the running
     /// statement is cancelled in PostgreSQL.
     pub async fn run<T>(&self, read: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<T>) -> Result<T, ReadError> {
+        let permit =
+            tokio::time::timeout(self.reads.options().get_acquire_timeout(), self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)?
+                .map_err(|_| sqlx::Error::PoolClosed)?;
         let mut conn = self.reads.acquire().await?;
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn).await?;
-        let mut guard = CancelOnDrop { conn: Some(conn), pid, control: self.control.clone() };
+        let mut guard = CancelOnDrop { conn: Some(conn), pid, control: self.control.clone(), permit: Some(permit) };
         let result = read(guard.conn()).await;
         guard.disarm();
         result.map_err(|err| match &err {
@@ -92,6 +103,7 @@ struct CancelOnDrop {
     conn: Option<PoolConnection<Postgres>>,
     pid: i32,
     control: PgPool,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl CancelOnDrop {
@@ -99,9 +111,10 @@ impl CancelOnDrop {
         self.conn.as_deref_mut().expect("the connection is held until disarmed")
     }
 
-    /// The read ended: the connection goes back to the pool.
+    /// The read ended: the connection goes back to the pool (then the permit).
     fn disarm(&mut self) {
         self.conn.take();
+        self.permit.take();
     }
 }
 
@@ -110,9 +123,11 @@ impl Drop for CancelOnDrop {
         let Some(conn) = self.conn.take() else { return };
         // Out of the pool first: nothing else may run on this backend before the cancel lands.
         let conn = conn.detach();
-        let (pid, control) = (self.pid, self.control.clone());
+        let (pid, control, permit) = (self.pid, self.control.clone(), self.permit.take());
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         runtime.spawn(async move {
+            // Released once the backend is gone.
+            let _permit = permit;
             match sqlx::query_scalar::<_, bool>("SELECT pg_cancel_backend($1)").bind(pid).fetch_one(&control).await {
                 Ok(_) => tracing::debug!(pid, "cancelled an abandoned read"),
                 Err(err) => tracing::warn!(pid, error = %err, "cannot cancel an abandoned read"),

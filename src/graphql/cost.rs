@@ -81,9 +81,20 @@ impl From<&LimitsConfig> for CostLimits {
 pub struct CostMeter(Arc<AtomicUsize>);
 
 impl CostMeter {
-    /// Adds `cost`; returns the request's total.
-    pub fn spend(&self, cost: usize) -> usize {
-        self.0.fetch_add(cost, Ordering::Relaxed).saturating_add(cost)
+    /// Adds `cost` if the request's total stays within `budget`; otherwise adds nothing (a refused
+    /// operation spends none of the budget) and returns the total it would have reached.
+    pub fn spend(&self, cost: usize, budget: usize) -> Result<usize, usize> {
+        let mut spent = self.0.load(Ordering::Relaxed);
+        loop {
+            let total = spent.saturating_add(cost);
+            if total > budget {
+                return Err(total);
+            }
+            match self.0.compare_exchange_weak(spent, total, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Ok(total),
+                Err(actual) => spent = actual,
+            }
+        }
     }
 }
 
@@ -273,8 +284,25 @@ pub fn selected<'a>(doc: &'a ExecutableDocument, name: Option<&str>) -> Option<&
 
 /// The cost of `operation` with `variables` (see the module's table).
 pub fn of_operation(doc: &ExecutableDocument, operation: &OperationDefinition, variables: &Variables) -> usize {
-    let mut walker = CostWalker { doc, operation, variables, now: Utc::now(), memo: HashMap::new() };
-    walker.root(&operation.selection_set.node, 0)
+    CostWalker::new(doc, operation, variables).root(&operation.selection_set.node)
+}
+
+/// The largest cost of any part of `doc`: each of its operations, and each fragment definition
+/// expanded spread by spread, which is how async-graphql's validation visits it. Checked before
+/// validation, so a document that expands exponentially (fragments spreading the next one twice,
+/// level after level; 30 levels fit in 600 tokens) is refused before anything walks it inline.
+pub fn largest(doc: &ExecutableDocument, variables: &Variables) -> usize {
+    let mut largest = 0usize;
+    for (_, operation) in doc.operations.iter() {
+        largest = largest.max(of_operation(doc, &operation.node, variables));
+    }
+    if let Some((_, operation)) = doc.operations.iter().next() {
+        let mut walker = CostWalker::new(doc, &operation.node, variables);
+        for fragment in doc.fragments.values() {
+            largest = largest.max(walker.nested(&fragment.node.selection_set.node));
+        }
+    }
+    largest
 }
 
 struct CostWalker<'a> {
@@ -284,27 +312,39 @@ struct CostWalker<'a> {
     now: DateTime<Utc>,
     /// Cost of each fragment's fields below the root.
     memo: HashMap<&'a Name, usize>,
+    /// Cost of each fragment spread at the root (its root fields and what is below them).
+    root_memo: HashMap<&'a Name, usize>,
 }
 
-/// Fragments spread into fragments at the root: deeper is a cycle (validation refuses it).
-const MAX_ROOT_FRAGMENT_NESTING: usize = 64;
-
 impl<'a> CostWalker<'a> {
-    fn root(&mut self, set: &'a SelectionSet, nesting: usize) -> usize {
-        if nesting > MAX_ROOT_FRAGMENT_NESTING {
-            return 0;
-        }
+    fn new(doc: &'a ExecutableDocument, operation: &'a OperationDefinition, variables: &'a Variables) -> Self {
+        Self { doc, operation, variables, now: Utc::now(), memo: HashMap::new(), root_memo: HashMap::new() }
+    }
+
+    /// Cost of a root selection set. Fragments are measured once and counted at each spread
+    /// (saturating), so doubling spreads cost linear time; a cycle counts nothing while it is
+    /// being measured (validation refuses it).
+    fn root(&mut self, set: &'a SelectionSet) -> usize {
         let mut cost = 0usize;
         for selection in &set.items {
             let part = match &selection.node {
                 Selection::Field(field) => {
                     self.root_field(&field.node).saturating_add(self.nested(&field.node.selection_set.node))
                 }
-                Selection::InlineFragment(inline) => self.root(&inline.node.selection_set.node, nesting + 1),
-                Selection::FragmentSpread(spread) => match self.doc.fragments.get(&spread.node.fragment_name.node) {
-                    Some(fragment) => self.root(&fragment.node.selection_set.node, nesting + 1),
-                    None => 0,
-                },
+                Selection::InlineFragment(inline) => self.root(&inline.node.selection_set.node),
+                Selection::FragmentSpread(spread) => {
+                    let name = &spread.node.fragment_name.node;
+                    match (self.root_memo.get(name), self.doc.fragments.get(name)) {
+                        (Some(cost), _) => *cost,
+                        (None, Some(fragment)) => {
+                            self.root_memo.insert(name, 0);
+                            let cost = self.root(&fragment.node.selection_set.node);
+                            self.root_memo.insert(name, cost);
+                            cost
+                        }
+                        (None, None) => 0,
+                    }
+                }
             };
             cost = cost.saturating_add(part);
         }
@@ -375,7 +415,8 @@ impl<'a> CostWalker<'a> {
     /// Hours of a `[from, to)` window (`to` defaults to now, `from` to `to - default_hours`).
     fn hours(&self, field: &Field, default_hours: i64) -> usize {
         let time = |name| match self.argument(field, name) {
-            Some(Value::String(s)) => DateTime::parse_from_rfc3339(&s).ok().map(|t| t.with_timezone(&Utc)),
+            // Parsed as the `DateTime` scalar parses it (chrono's `FromStr`, laxer than RFC 3339).
+            Some(Value::String(s)) => s.parse::<DateTime<Utc>>().ok(),
             _ => None,
         };
         let to = time("to").unwrap_or(self.now);
@@ -466,6 +507,31 @@ mod tests {
         let batch = "query($b: [HouseInput!]!) { predictPrices(inputs: $b) { index } }";
         assert_eq!(cost(batch, json!({"b": [{}, {}, {}]})), 15 + 1);
         assert_eq!(cost("{ a: models { name } b: models { name } }", json!({})), 4);
+    }
+
+    #[test]
+    fn spreads_that_double_at_the_root_are_measured_in_linear_time() {
+        // 60 levels, each spreading the next twice: 2^60 paths.
+        let mut doc = String::from("{ ...F0 }");
+        for i in 0..60 {
+            write!(doc, " fragment F{i} on Query {{ ...F{n} ...F{n} }}", n = i + 1).unwrap();
+        }
+        doc.push_str(" fragment F60 on Query { traffic { requests } }");
+        assert_eq!(cost(&doc, json!({})), usize::MAX, "saturates");
+        let cycle = "{ ...A } fragment A on Query { ...A ...A models { name } }";
+        assert_eq!(cost(cycle, json!({})), 2);
+        let parsed = parse_query(&doc).unwrap();
+        assert_eq!(crate::graphql::limits::Depths::of(&parsed).query, 2);
+        assert_eq!(largest(&parsed, &Variables::default()), usize::MAX);
+        // A fragment no operation uses is still expanded by validation: it counts too.
+        let unused = doc.replacen("{ ...F0 }", "{ __typename }", 1);
+        assert!(largest(&parse_query(&unused).unwrap(), &Variables::default()) > 1 << 60);
+    }
+
+    #[test]
+    fn windows_are_read_as_the_datetime_scalar_reads_them() {
+        let lax = cost(r#"{ drift(model: "m", from: "2000-1-1T00:00:00Z") { status } }"#, json!({}));
+        assert!(lax > 200_000, "{lax}");
     }
 
     #[test]

@@ -141,7 +141,15 @@ impl Extension for RequestContextExtension {
         let request_id = match (attached, ctx.data_opt::<WsConnection>()) {
             (Some(meta), _) => Some(meta.request_id.clone()),
             (None, Some(socket)) => {
-                let caller = ctx.data_opt::<crate::auth::Caller>().unwrap_or(&crate::auth::Caller::Anonymous);
+                let mut caller = ctx.data_opt::<crate::auth::Caller>().cloned().unwrap_or_default();
+                // The socket's key was checked when it connected; each operation checks it again,
+                // so a revoked or expired key stops working on open sockets too.
+                if let (crate::auth::Caller::Key(key), Some(state)) = (&caller, ctx.data_opt::<AppState>())
+                    && !state.keys.is_active(&key.id, chrono::Utc::now())
+                {
+                    caller = crate::auth::Caller::Refused("the API key has been revoked or has expired".into());
+                }
+                let caller = &caller;
                 if let Some(gate) = ctx.data_opt::<WsRateGate>()
                     && let Err((message, seconds)) = (gate.0)(caller)
                 {
@@ -157,6 +165,7 @@ impl Extension for RequestContextExtension {
                 meta.api_key_id = caller.key_id().map(str::to_owned);
                 let id = meta.request_id.clone();
                 request.data.insert(meta);
+                request.data.insert(caller.clone());
                 Some(id)
             }
             (None, None) => None,

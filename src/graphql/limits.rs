@@ -12,7 +12,7 @@
 //! document is cloned, not parsed; an operation that validated is not validated again while the
 //! variables are surely valid for it (see [`super::documents`] for why that answers the same).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use async_graphql::extensions::{
@@ -71,7 +71,7 @@ impl Depths {
         let mut depths = Self::default();
         for (_, operation) in doc.operations.iter() {
             let mut roots = Vec::new();
-            walker.root_fields(&operation.node.selection_set.node, &mut roots, 0);
+            walker.root_fields(&operation.node.selection_set.node, &mut roots, &mut HashSet::new());
             for field in roots {
                 let depth = 1 + walker.depth(&field.selection_set.node);
                 if matches!(field.name.node.as_str(), "__schema" | "__type") {
@@ -96,26 +96,24 @@ struct Walker<'a> {
     memo: HashMap<&'a Name, Option<usize>>,
 }
 
-/// Fragments spread into fragments at the root: deeper than this is a cycle (validation refuses
-/// it), not a shape worth measuring.
-const MAX_ROOT_FRAGMENT_NESTING: usize = 64;
-
 impl<'a> Walker<'a> {
     /// The operation's root fields, looking through fragments (`{ ...F } fragment F on Query {
-    /// __schema { … } }` is introspection too).
-    fn root_fields(&self, set: &'a SelectionSet, out: &mut Vec<&'a Field>, nesting: usize) {
-        if nesting > MAX_ROOT_FRAGMENT_NESTING {
-            return;
-        }
+    /// __schema { … } }` is introspection too). Each fragment is looked into once (`seen`): its
+    /// root fields are the same wherever it is spread, and a document whose fragments spread the
+    /// next one twice per level would otherwise take 2^levels steps (and a cycle forever).
+    fn root_fields(&self, set: &'a SelectionSet, out: &mut Vec<&'a Field>, seen: &mut HashSet<&'a Name>) {
         for selection in &set.items {
             match &selection.node {
                 Selection::Field(field) => out.push(&field.node),
                 Selection::InlineFragment(inline) => {
-                    self.root_fields(&inline.node.selection_set.node, out, nesting + 1);
+                    self.root_fields(&inline.node.selection_set.node, out, seen);
                 }
                 Selection::FragmentSpread(spread) => {
-                    if let Some(fragment) = self.doc.fragments.get(&spread.node.fragment_name.node) {
-                        self.root_fields(&fragment.node.selection_set.node, out, nesting + 1);
+                    let name = &spread.node.fragment_name.node;
+                    if seen.insert(name)
+                        && let Some(fragment) = self.doc.fragments.get(name)
+                    {
+                        self.root_fields(&fragment.node.selection_set.node, out, seen);
                     }
                 }
             }
@@ -273,6 +271,25 @@ impl Extension for QueryLimitsExtension {
             if tokens > limits.tokens {
                 return Err(cost::over_limit("tokens", None, limits.tokens, None));
             }
+            // Measured on a parse of our own, before async-graphql's: its parse step checks the
+            // recursion depth by following every fragment spread (2^levels steps for fragments
+            // that spread the next one twice; 30 levels fit in 600 tokens), and its validation
+            // visits fragments spread by spread too. A document that does not parse is left to
+            // async-graphql, which says why.
+            if let Ok(pre) = async_graphql::parser::parse_query(query) {
+                let pos = doc_pos(&pre);
+                let shape = Shape::of(&pre);
+                if shape.aliases > limits.aliases {
+                    return Err(cost::over_limit("aliases", Some(shape.aliases), limits.aliases, pos));
+                }
+                if shape.directives > limits.directives {
+                    return Err(cost::over_limit("directives", Some(shape.directives), limits.directives, pos));
+                }
+                let largest = cost::largest(&pre, variables);
+                if largest > limits.budget {
+                    return Err(cost::over_budget(largest, limits.budget, pos));
+                }
+            }
         }
         let doc = next.run(ctx, query, variables).await.map_err(|err| {
             if is_recursion_limit(&err) { refusal(TOO_DEEP, err.locations.first().copied()) } else { err }
@@ -284,15 +301,6 @@ impl Extension for QueryLimitsExtension {
         }
         if !depths.within(self.limits) {
             return Err(refusal(TOO_DEEP, pos));
-        }
-        if let Some(limits) = self.cost_limits {
-            let shape = Shape::of(&doc);
-            if shape.aliases > limits.aliases {
-                return Err(cost::over_limit("aliases", Some(shape.aliases), limits.aliases, pos));
-            }
-            if shape.directives > limits.directives {
-                return Err(cost::over_limit("directives", Some(shape.directives), limits.directives, pos));
-            }
         }
         self.measure(&doc, variables);
         if let Some(cached) = self.cache.put(query, &doc) {
@@ -318,11 +326,12 @@ impl Extension for QueryLimitsExtension {
         // The cost of an operation that validated; a batch's operations share one budget.
         if let (Some(limits), Some(&(cost, pos))) = (self.cost_limits, self.cost.get()) {
             let spent = match ctx.data_opt::<CostMeter>() {
-                Some(meter) => meter.spend(cost),
-                None => cost,
+                Some(meter) => meter.spend(cost, limits.budget),
+                None if cost > limits.budget => Err(cost),
+                None => Ok(cost),
             };
-            if spent > limits.budget {
-                return Err(vec![cost::over_budget(spent, limits.budget, pos)]);
+            if let Err(total) = spent {
+                return Err(vec![cost::over_budget(total, limits.budget, pos)]);
             }
         }
         Ok(result)

@@ -9,6 +9,15 @@ use crate::auth::Scope;
 use crate::error::AppError;
 use crate::log::{PredictionRecord, PredictionStatus, store};
 use crate::monitoring::alerts::DriftAlert;
+use crate::service::AppState;
+
+/// Whether the key a subscription started with still works (checked before each event, so a
+/// revoked or expired key's stream ends instead of delivering).
+fn while_key_works(state: &AppState, key: Option<&str>) -> impl Fn() -> bool + Send + Sync + use<> {
+    let keys = state.keys.clone();
+    let key = key.map(str::to_owned);
+    move || key.as_deref().is_none_or(|id| keys.is_active(id, chrono::Utc::now()))
+}
 
 /// The subscription root (`Subscription` in the schema).
 pub struct SubscriptionRoot;
@@ -28,7 +37,8 @@ impl SubscriptionRoot {
         status: Option<PredictionStatus>,
         after: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = PredictionRecord> + use<>> {
-        let (state, _) = authorize(ctx, Some(Scope::History)).map_err(|e| e.extend())?;
+        let (state, key) = authorize(ctx, Some(Scope::History)).map_err(|e| e.extend())?;
+        let while_key_works = while_key_works(state, key);
         let after = match after {
             None => None,
             Some(id) => {
@@ -48,6 +58,7 @@ impl SubscriptionRoot {
             .events
             .subscribe(after)
             .filter(move |record| std::future::ready(status.is_none_or(|s| s == record.status)))
+            .take_while(move |_| std::future::ready(while_key_works()))
             .take_until(shutdown))
     }
 
@@ -55,8 +66,9 @@ impl SubscriptionRoot {
     /// whose status changed to WARN or DRIFT at an evaluator run (every `MONITOR_INTERVAL_MS`).
     /// Scope `monitoring`; cost 1.
     async fn drift_alert(&self, ctx: &Context<'_>) -> async_graphql::Result<impl Stream<Item = DriftAlert> + use<>> {
-        let (state, _) = authorize(ctx, Some(Scope::Monitoring)).map_err(|e| e.extend())?;
+        let (state, key) = authorize(ctx, Some(Scope::Monitoring)).map_err(|e| e.extend())?;
+        let while_key_works = while_key_works(state, key);
         let shutdown = state.shutdown.clone().cancelled_owned();
-        Ok(state.alerts.subscribe(None).take_until(shutdown))
+        Ok(state.alerts.subscribe(None).take_while(move |_| std::future::ready(while_key_works())).take_until(shutdown))
     }
 }

@@ -65,7 +65,12 @@ async fn database_keys_follow_their_scopes_on_every_replica_and_a_revocation_lan
     let key = issued.key.as_str();
     assert!(key.starts_with("hpk_") && key.len() == 4 + 12 + 1 + 64, "{key}");
     let stored: Vec<u8> = sqlx::query_scalar("select secret_sha256 from api_keys").fetch_one(&pool).await.unwrap();
-    assert!(!stored.windows(8).any(|w| key.as_bytes().windows(8).any(|k| k == w)), "only a digest is stored");
+    let secret = &key[4 + 12 + 1..];
+    assert_eq!(
+        hex::encode(&stored),
+        house_price_api::auth::hash_key(secret),
+        "the SHA-256 of the secret, nothing else"
+    );
 
     // Both replicas pick the new key up.
     for app in [&a, &b] {
@@ -370,6 +375,17 @@ async fn overloads_of_aliases_directives_tokens_and_fragments_are_refused(pool: 
     }
     bomb.push_str(" fragment F20 on Query { __typename }");
     refused(&app.graphql(&bomb, json!({})).await, "aliases");
+    // Spreads that double at the root for 30 levels (2^30 paths) are measured in linear time.
+    let mut doubling = String::from("{ ...F0 }");
+    for i in 0..30 {
+        write!(doubling, " fragment F{i} on Query {{ ...F{n} ...F{n} }}", n = i + 1).unwrap();
+    }
+    doubling.push_str(" fragment F30 on Query { traffic { requests } }");
+    let started = Instant::now();
+    let body =
+        tokio::time::timeout(Duration::from_secs(30), app.graphql(&doubling, json!({}))).await.expect("answered");
+    refused(&body, "cost");
+    assert!(started.elapsed() < Duration::from_secs(30));
     // Circular fragments are a validation error, not a hang.
     let body = app.graphql("{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }", json!({})).await;
     assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
@@ -472,6 +488,10 @@ async fn the_analyst_role_reads_the_sql_contract_and_can_change_nothing(pool: Pg
     }
     let rows: i64 = sqlx::query_scalar("select count(*) from prediction_log").fetch_one(&analyst).await.unwrap();
     assert_eq!(rows, 1);
+    let read_only: String = sqlx::query_scalar("show default_transaction_read_only").fetch_one(&analyst).await.unwrap();
+    assert_eq!(read_only, "on", "its transactions are read-only, so it cannot hold write locks either");
+    // Even with read-write transactions (a session setting it may change), it has no privilege to write.
+    sqlx::query("set default_transaction_read_only = off").execute(&analyst).await.unwrap();
     for statement in [
         "insert into prediction_log (id, request_id, created_at, route, status, raw_input, latency_us) values (gen_random_uuid(), 'x', now(), 'graphql', 'ok', '{}', 1)",
         "update prediction_log set price = 1",
@@ -480,6 +500,7 @@ async fn the_analyst_role_reads_the_sql_contract_and_can_change_nothing(pool: Pg
         "delete from prediction_outcomes",
         "select * from api_keys",
         "create table mine (x int)",
+        "create temporary table mine (x int)",
         "select ensure_prediction_log_partition(current_date + 400)",
     ] {
         let err = sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&analyst).await.unwrap_err();
@@ -490,22 +511,26 @@ async fn the_analyst_role_reads_the_sql_contract_and_can_change_nothing(pool: Pg
 }
 
 #[sqlx::test]
-async fn subscriptions_take_the_key_from_the_connection_init_payload(pool: PgPool) {
+async fn subscriptions_take_the_key_from_the_connection_init_payload_and_end_when_it_is_revoked(pool: PgPool) {
     let mut config = keys_config();
-    config.access.api_keys = vec![
-        format!("{}:history", house_price_api::auth::hash_key("watcher")),
-        format!("{}:predict", house_price_api::auth::hash_key("predictor")),
-    ];
-    let app = TestApp::spawn_with(pool, config).await;
+    config.access.api_keys = vec![format!("{}:predict", house_price_api::auth::hash_key("predictor"))];
+    let app = TestApp::spawn_with(pool.clone(), config).await;
+    let issued = keys::create(&pool, "watcher", &[Scope::History], None).await.unwrap();
+    let watcher = issued.key.as_str();
+    within_seconds("the watcher's key is known", async || {
+        graphql_with_key(&app, Some(watcher), "{ predictions(first: 1) { nodes { id } } }", json!({})).await["errors"]
+            .is_null()
+    })
+    .await;
     let subscribe =
         json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { predictionLogged { id } }" } });
     let mut anonymous = Subscriber::connect(&app, "graphql-transport-ws").await;
     anonymous.send(subscribe.clone()).await;
     let refused = anonymous.next_event().await;
     assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{refused}");
-    let mut keyed = Subscriber::connect_with(&app, "graphql-transport-ws", json!({ "x-api-key": "watcher" })).await;
+    let mut keyed = Subscriber::connect_with(&app, "graphql-transport-ws", json!({ "x-api-key": watcher })).await;
     keyed.send(subscribe).await;
-    let body = graphql_with_key(&app, Some("watcher"), PREDICT, house()).await;
+    let body = graphql_with_key(&app, Some(watcher), PREDICT, house()).await;
     assert_eq!(error_code(&body), "FORBIDDEN", "the watcher may not predict: {body}");
     // Rows priced with a key that may predict reach the watcher (once its subscription is live).
     for attempt in 0.. {
@@ -519,6 +544,25 @@ async fn subscriptions_take_the_key_from_the_connection_init_payload(pool: PgPoo
             Err(_) => assert!(attempt < 10, "no event reached the keyed subscriber"),
         }
     }
+    // Revoked: the open subscription ends at its next event, and the socket refuses new operations.
+    assert!(keys::revoke(&pool, &issued.record.id).await.unwrap());
+    within_seconds("the revocation reached the replica", async || {
+        let body = graphql_with_key(&app, Some(watcher), "{ predictions(first: 1) { nodes { id } } }", json!({})).await;
+        body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    })
+    .await;
+    assert!(graphql_with_key(&app, Some("predictor"), PREDICT, house()).await["errors"].is_null());
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), keyed.next_event()).await.expect("the stream ends");
+        if event["id"] == "1" && event["type"] == "complete" {
+            break;
+        }
+        assert_ne!(event["type"], "next", "nothing is delivered after the revocation: {event}");
+    }
+    keyed.send(json!({ "id": "2", "type": "subscribe", "payload": { "query": "{ predictions(first: 1) { nodes { id } } }" } })).await;
+    let refused = tokio::time::timeout(Duration::from_secs(10), keyed.next_event()).await.expect("an answer");
+    let errors = if refused["type"] == "error" { &refused["payload"] } else { &refused["payload"]["errors"] };
+    assert_eq!(errors[0]["extensions"]["code"], "UNAUTHENTICATED", "{refused}");
 }
 
 #[sqlx::test]
