@@ -2,7 +2,9 @@
 # Installs what the browser, audit and client-example tests need, beyond the web build:
 # - Debian's chromium (driven by playwright-core from web/package-lock.json; no browser download),
 # - a Python venv at target/py-venv with examples/python/requirements.txt (gql),
-# - the TypeScript example's npm packages (examples/typescript/package-lock.json).
+# - the TypeScript example's npm packages (examples/typescript/package-lock.json),
+# - the deployment checks: hadolint and kubernetes-validate (deploy/requirements.txt, same venv),
+#   kubectl (for `kubectl kustomize`), and promtool and nginx (scripts/deploy-tools.sh).
 # Idempotent; `make test` runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,11 +24,23 @@ if [ ! -x "$VENV/bin/python" ]; then
   mkdir -p target
   python3 -m venv "$VENV"
 fi
-if [ ! -f "$VENV/.installed" ] || [ examples/python/requirements.txt -nt "$VENV/.installed" ]; then
-  log "installing examples/python/requirements.txt"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r examples/python/requirements.txt >&2
+if [ ! -f "$VENV/.installed" ] || [ examples/python/requirements.txt -nt "$VENV/.installed" ] \
+  || [ deploy/requirements.txt -nt "$VENV/.installed" ]; then
+  log "installing examples/python/requirements.txt and deploy/requirements.txt"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    -r examples/python/requirements.txt -r deploy/requirements.txt >&2
   touch "$VENV/.installed"
 fi
+
+# `kubectl kustomize` renders deploy/k8s. Any kubectl with kustomize v4+ does; Debian's
+# kubernetes-client only when there is none.
+if ! command -v kubectl >/dev/null 2>&1; then
+  log "installing Debian's kubernetes-client (kubectl)"
+  as_root apt-get update -qq >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null
+fi
+
+scripts/deploy-tools.sh >/dev/null
 
 TS=examples/typescript
 if [ ! -f "$TS/node_modules/.package-lock.json" ] || [ "$TS/package-lock.json" -nt "$TS/node_modules/.package-lock.json" ]; then

@@ -196,8 +196,8 @@ pub enum KeysAction {
     },
 }
 
-/// Log output.
-#[derive(Debug, Clone, Args)]
+/// Diagnostic output: tracing format and trace export.
+#[derive(Debug, Clone, Default, Args)]
 pub struct TelemetryConfig {
     /// Format of the server's own diagnostic output (tracing): `pretty` for humans, `json` for
     /// log shippers. Filter with RUST_LOG (default `info`). ("Log" settings, `LOG_*`, are the
@@ -207,6 +207,13 @@ pub struct TelemetryConfig {
     /// Deprecated name of `TRACE_FORMAT`, still read (with a warning) when `TRACE_FORMAT` is unset.
     #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, global = true, hide = true)]
     pub deprecated_log_format: Option<TraceFormat>,
+    /// OTLP/HTTP endpoint of a trace collector, e.g. `http://otel-collector:4318`. When set, the
+    /// server's spans are exported (protobuf, to `{endpoint}/v1/traces` unless
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` says otherwise) and a request's W3C `traceparent`
+    /// continues the caller's trace. Unset: nothing is exported. The SDK reads the other standard
+    /// `OTEL_*` variables (service name, sampler, headers, batch settings).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl TelemetryConfig {

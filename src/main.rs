@@ -15,7 +15,8 @@ fn main() -> ExitCode {
     // Before the runtime starts its threads: loading `.env` sets environment variables.
     let dotenv = load_dotenv();
     let cli = Cli::parse();
-    telemetry::init_tracing(cli.telemetry.format());
+    // Dropped last, after the runtime: flushes the spans not yet exported.
+    let _traces = telemetry::init_tracing(&cli.telemetry);
     for (old, new) in cli.telemetry.deprecations() {
         tracing::warn!(setting = old, replacement = new, "{old} is deprecated and will be removed: set {new} instead");
     }

@@ -132,6 +132,8 @@ pub struct RequestMeta {
     pub client: Option<String>,
     /// The API key presented (`api_keys.id`), if it was valid.
     pub api_key_id: Option<String>,
+    /// The request's trace id (32 hex digits), when it has one.
+    pub trace_id: Option<String>,
     /// For latency.
     pub received: Instant,
     /// For `created_at`, at PostgreSQL's microsecond precision so the API and the row agree.
@@ -150,6 +152,7 @@ impl RequestMeta {
             operation: None,
             client,
             api_key_id: None,
+            trace_id: None,
             received: Instant::now(),
             received_at: Utc::now().trunc_subsecs(6),
             logged_rows: Arc::default(),
@@ -512,6 +515,7 @@ fn new_record(
         operation: meta.operation.clone(),
         client: meta.client.clone(),
         api_key_id: meta.api_key_id.clone(),
+        trace_id: meta.trace_id.clone(),
         status: PredictionStatus::Ok,
         error_code: None,
         error_field: None,

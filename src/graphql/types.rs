@@ -337,6 +337,11 @@ impl PredictionRecord {
     async fn api_key_id(&self) -> Option<&str> {
         self.api_key_id.as_deref()
     }
+    /// The W3C trace id of the request (32 hex digits): its exported trace, or the caller's
+    /// `traceparent` when traces are not exported; null without either.
+    async fn trace_id(&self) -> Option<&str> {
+        self.trace_id.as_deref()
+    }
     /// Outcome.
     async fn status(&self) -> PredictionStatus {
         self.status

@@ -42,6 +42,7 @@ pub async fn ready(State(s): State<HttpState>) -> Response {
     let log = s.app.log.status();
     let serving = if database == "ok" { migrations == "ok" } else { log.can_spool };
     let status = if serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    metrics::gauge!("service_ready").set(if serving { 1.0 } else { 0.0 });
     let backlog = &log.backlog;
     let body = json!({
         "status": match (serving, database == "ok") { (true, true) => "ok", (true, false) => "degraded", _ => "unavailable" },

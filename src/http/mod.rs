@@ -47,6 +47,9 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::metrics))
+        // Runs after routing (a Router layer wraps each route), so the route label is the
+        // matched path; outside the body limit, so a 413 is counted too.
+        .layer(axum::middleware::from_fn(metrics::record))
         // Applies to every body extractor (GraphQL and REST), chunked or not: 413 above it.
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(http_state);
@@ -61,12 +64,16 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
             .map_request(drop_unusable_request_id)
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuidV7))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                tracing::info_span!(
+                let span = tracing::info_span!(
                     "http",
+                    otel.kind = "server",
+                    otel.name = %format_args!("{} {}", req.method(), req.uri().path()),
                     method = %req.method(),
                     path = %req.uri().path(),
                     request_id = %header_str(req.headers(), "x-request-id").unwrap_or_default(),
-                )
+                );
+                crate::telemetry::continue_trace(&span, req.headers());
+                span
             }))
             .layer(PropagateRequestIdLayer::x_request_id()),
     )

@@ -53,6 +53,7 @@ pub fn request_meta(headers: &HeaderMap, route: Route, caller: &Caller) -> Reque
     let client = header_str(headers, header::USER_AGENT.as_str()).map(str::to_owned);
     let mut meta = RequestMeta::new(request_id, route, client);
     meta.api_key_id = caller.key_id().map(str::to_owned);
+    meta.trace_id = crate::telemetry::trace_id(headers);
     meta
 }
 

@@ -59,6 +59,8 @@ pub struct PredictionRecord {
     pub client: Option<String>,
     /// The API key presented (`api_keys.id`), if valid.
     pub api_key_id: Option<String>,
+    /// The request's W3C trace id (32 hex digits), if it had one.
+    pub trace_id: Option<String>,
     /// ok / rejected / failed.
     #[sqlx(try_from = "String")]
     pub status: PredictionStatus,
@@ -188,6 +190,7 @@ inserted_columns! {
     interval_high: "float8" => |r| r.interval_high,
     estimated_error: "float8" => |r| r.estimated_error,
     api_key_id: "text" => |r| r.api_key_id.as_deref(),
+    trace_id: "text" => |r| r.trace_id.as_deref(),
 }
 
 /// Columns of `prediction_log` written by other statements or by the database itself; with
@@ -228,6 +231,7 @@ pub(crate) fn sample(n: i32) -> PredictionRecord {
         operation: Some("Op".into()),
         client: Some("test/1".into()),
         api_key_id: None,
+        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         status: PredictionStatus::Ok,
         error_code: None,
         error_field: None,

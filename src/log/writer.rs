@@ -32,7 +32,7 @@ use super::connections::Connections;
 use super::drain::Drain;
 use super::failover::Failover;
 use super::group_commit::{GroupCommit, Job};
-use super::record::PredictionRecord;
+use super::record::{PredictionRecord, PredictionStatus};
 use super::shadow::ShadowScorer;
 use super::spool::{Backlog, Spool};
 use crate::config::{LogFallback, LogMode, LogWriterConfig};
@@ -219,6 +219,7 @@ impl LogWriter {
             // Benchmark-only build (see Cargo.toml): measure the service without the log.
             return Ok(());
         }
+        count_statuses(&records);
         let inner = &self.inner;
         let n = records.len();
         let permits = u32::try_from(n).ok().filter(|_| n <= inner.capacity);
@@ -269,6 +270,25 @@ impl LogWriter {
                 rows = status.backlog.rows,
                 "log rows left in the spool; they are drained at the next start"
             );
+        }
+    }
+}
+
+/// Adds `records` to `predictions_total`, by status (counted once per status, not per row).
+fn count_statuses(records: &[PredictionRecord]) {
+    let mut counts = [0_u64; 3];
+    for r in records {
+        counts[match r.status {
+            PredictionStatus::Ok => 0,
+            PredictionStatus::Rejected => 1,
+            PredictionStatus::Failed => 2,
+        }] += 1;
+    }
+    for (status, n) in
+        [PredictionStatus::Ok, PredictionStatus::Rejected, PredictionStatus::Failed].into_iter().zip(counts)
+    {
+        if n > 0 {
+            metrics::counter!("predictions_total", "status" => status.as_str()).increment(n);
         }
     }
 }

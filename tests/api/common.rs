@@ -70,7 +70,10 @@ pub fn fresh_spool_dir() -> PathBuf {
 
 fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        house_price_api::telemetry::init_tracing(house_price_api::config::TraceFormat::Pretty);
+        // Never dropped: nothing is exported in-process (OTLP is tested on a server process).
+        std::mem::forget(
+            house_price_api::telemetry::init_tracing(&house_price_api::config::TelemetryConfig::default()),
+        );
     }
 }
 

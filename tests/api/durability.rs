@@ -202,6 +202,7 @@ fn logged_row(n: i32) -> house_price_api::log::PredictionRecord {
         operation: None,
         client: None,
         api_key_id: None,
+        trace_id: None,
         status: house_price_api::log::PredictionStatus::Ok,
         error_code: None,
         error_field: None,

@@ -91,6 +91,9 @@ pub struct SpoolRow<'a> {
     /// `prediction_log.api_key_id`.
     #[serde(default)]
     pub api_key_id: Option<Cow<'a, str>>,
+    /// `prediction_log.trace_id`.
+    #[serde(default)]
+    pub trace_id: Option<Cow<'a, str>>,
 }
 
 fn no_warnings() -> Cow<'static, serde_json::Value> {
@@ -128,6 +131,7 @@ impl<'a> SpoolRow<'a> {
             interval_high: record.interval_high,
             estimated_error: record.estimated_error,
             api_key_id: record.api_key_id.as_deref().map(Cow::Borrowed),
+            trace_id: record.trace_id.as_deref().map(Cow::Borrowed),
         }
     }
 
@@ -144,6 +148,7 @@ impl<'a> SpoolRow<'a> {
             operation: self.operation.map(text),
             client: self.client.map(text),
             api_key_id: self.api_key_id.map(text),
+            trace_id: self.trace_id.map(text),
             status: self.status,
             error_code: self.error_code.map(text),
             error_field: self.error_field.map(text),
