@@ -512,6 +512,11 @@ pub(crate) struct ServerProcess {
 
 impl ServerProcess {
     pub(crate) async fn start(database_url: &str, spool_dir: &Path) -> Self {
+        Self::start_with(database_url, spool_dir, &[]).await
+    }
+
+    /// [`Self::start`] with more environment variables (they override the defaults here).
+    pub(crate) async fn start_with(database_url: &str, spool_dir: &Path, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_house-price-api"))
@@ -526,6 +531,7 @@ impl ServerProcess {
             // Load from one address, as in the suite's in-process servers (`common::config`).
             .env("RATE_LIMIT_PER_ADDRESS", "0")
             .env("RATE_LIMIT_PER_KEY", "0")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("the server binary starts");

@@ -20,5 +20,6 @@ mod schema;
 mod security;
 mod spool_upgrade;
 mod subscription;
+mod traces;
 mod trust;
 mod web;
