@@ -12,13 +12,16 @@ BIN := target/release/house-price-api
 WITH_DB = DATABASE_URL="$${DATABASE_URL:-$$(scripts/db-setup.sh)}"; export DATABASE_URL; \
 	[[ "$$DATABASE_URL" =~ ^postgres(ql)?://[^[:space:]]+$$ ]] || { echo "DATABASE_URL is not one postgres:// URL" >&2; exit 1; };
 
-.PHONY: help run test test-stress web test-tools db migrate build lint fmt train schema bench bench-drift bench-chaos bench-load bench-profile bench-volume
+.PHONY: help run run-cluster test test-stress web test-tools db migrate build lint fmt train schema bench bench-drift bench-chaos bench-load bench-profile bench-volume
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 run: build ## Set up PostgreSQL, build the web pages, migrate, serve on 127.0.0.1:8000
 	$(WITH_DB) $(BIN) migrate && exec $(BIN) serve
+
+run-cluster: build ## nginx on 127.0.0.1:8000 in front of 3 replicas (ports 8001-8003) on one PostgreSQL
+	$(WITH_DB) scripts/run-cluster.sh
 
 test: web test-tools lint ## Set up PostgreSQL, web pages, Chromium and client tools; fmt, clippy, all tests
 	$(WITH_DB) \

@@ -239,9 +239,15 @@ impl Subscriber {
 
     /// [`Self::connect`] with a `connection_init` payload (`Null`: none).
     pub async fn connect_with(app: &TestApp, protocol: &str, payload: Value) -> Self {
+        Self::connect_to(app.addr, protocol, payload).await
+    }
+
+    /// A connection to `/ws` at `addr` (a server or a proxy in front of servers), initialised
+    /// with `payload`.
+    pub async fn connect_to(addr: std::net::SocketAddr, protocol: &str, payload: Value) -> Self {
         use futures_util::SinkExt;
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = format!("ws://{}/ws", app.addr).into_client_request().unwrap();
+        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
         request.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
         let (ws, response) = tokio_tungstenite::connect_async(request).await.expect("websocket connects");
         assert_eq!(response.headers()["sec-websocket-protocol"], protocol);

@@ -2,6 +2,7 @@
 //! One binary (faster to link than one per file); set TEST_LOG=1 to see the service's logs.
 
 mod bounds;
+mod cluster;
 mod common;
 mod durability;
 mod faults;
