@@ -241,6 +241,29 @@ pub enum MetricKind {
     Histogram,
 }
 
+/// Counter series that exist from the start at 0, with every label value they can take: Prometheus
+/// sees the first drop or refusal as an increase (a series that appears already at 4 does not
+/// register in `increase()`), and dashboards show 0 rather than "no data". Counters labelled by
+/// route or feed appear with their first use.
+const ZERO_AT_START: &[(&str, &[(&str, &str)])] = &[
+    ("predictions_total", &[("status", "ok")]),
+    ("predictions_total", &[("status", "rejected")]),
+    ("predictions_total", &[("status", "failed")]),
+    ("prediction_log_rows_written_total", &[]),
+    ("prediction_log_rows_spooled_total", &[]),
+    ("prediction_log_rows_drained_total", &[]),
+    ("prediction_log_rows_dropped_total", &[]),
+    ("prediction_log_write_failures_total", &[]),
+    ("shadow_scored_total", &[]),
+    ("shadow_skipped_total", &[]),
+    ("rate_limited_total", &[("limit", "address")]),
+    ("rate_limited_total", &[("limit", "key")]),
+    ("query_refused_total", &[("limit", "cost")]),
+    ("query_refused_total", &[("limit", "aliases")]),
+    ("query_refused_total", &[("limit", "directives")]),
+    ("query_refused_total", &[("limit", "tokens")]),
+];
+
 /// Buckets of `http_request_duration_seconds`: a Prometheus histogram, not a summary, so latency
 /// quantiles can be aggregated across replicas (`histogram_quantile` over `sum by (le)`).
 const LATENCY_BUCKETS: &[f64] = &[0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -281,6 +304,9 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         }
         for (old, new) in DEPRECATED_METRICS {
             metrics::describe_counter!(*old, format!("DEPRECATED: use {new}"));
+        }
+        for &(name, labels) in ZERO_AT_START {
+            metrics::counter!(name, labels).increment(0);
         }
         handle
     })

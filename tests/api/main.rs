@@ -4,6 +4,7 @@
 mod bounds;
 mod cluster;
 mod common;
+mod deploy;
 mod durability;
 mod faults;
 mod history;
