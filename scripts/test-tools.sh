@@ -32,8 +32,9 @@ if [ ! -f "$VENV/.installed" ] || [ examples/python/requirements.txt -nt "$VENV/
   touch "$VENV/.installed"
 fi
 
-# `kubectl kustomize` renders deploy/k8s. Any kubectl with kustomize v4+ does; Debian's
-# kubernetes-client only when there is none.
+# `kubectl kustomize` renders deploy/k8s; it needs kustomize v4 or later inside kubectl (1.21+).
+# Debian's kubernetes-client (1.20, kustomize v2) is the fallback when there is no kubectl at all:
+# deploy/k8s then fails to render and the deploy tests say so.
 if ! command -v kubectl >/dev/null 2>&1; then
   log "installing Debian's kubernetes-client (kubectl)"
   as_root apt-get update -qq >&2

@@ -41,6 +41,24 @@ pub mod codes {
     /// The HTTP request is not a GraphQL request: a body that is not JSON or lacks a string
     /// `query`, a parameter of the wrong type, a mutation over GET (status 400, or 405 for GET).
     pub const BAD_REQUEST: &str = "BAD_REQUEST";
+
+    /// Every code above (the label values of `graphql_errors_total`).
+    pub const ALL: &[&str] = &[
+        BAD_USER_INPUT,
+        NOT_FOUND,
+        GRAPHQL_PARSE_FAILED,
+        GRAPHQL_VALIDATION_FAILED,
+        REQUEST_TIMEOUT,
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        MODEL_LOAD_FAILED,
+        SERVICE_UNAVAILABLE,
+        INTERNAL_SERVER_ERROR,
+        QUERY_TOO_COSTLY,
+        RATE_LIMITED,
+        PAYLOAD_TOO_LARGE,
+        BAD_REQUEST,
+    ];
 }
 
 /// Errors a request can end with.
@@ -188,6 +206,19 @@ impl AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_is_in_all() {
+        let source = include_str!("error.rs");
+        let module = &source[source.find("pub mod codes").unwrap()..source.find("pub const ALL").unwrap()];
+        let declared: Vec<&str> = module
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub const "))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert_eq!(declared.len(), codes::ALL.len(), "{declared:?}");
+        assert!(declared.iter().all(|c| codes::ALL.contains(c)), "{declared:?}");
+    }
 
     fn extensions(err: AppError) -> (String, serde_json::Value) {
         let gql = err.extend();

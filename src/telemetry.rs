@@ -91,6 +91,16 @@ pub fn exporting_traces() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
+/// Names the current request span `METHOD /matched/path` for the trace backend (the raw path
+/// would make one span name per URL a client invents).
+pub fn name_request_span(method: &axum::http::Method, route: &str) {
+    if exporting_traces() {
+        // On the OpenTelemetry span itself: once its context exists (a continued `traceparent`
+        // creates it), tracing-opentelemetry no longer applies a recorded `otel.name`.
+        tracing::Span::current().context().span().update_name(format!("{method} {route}"));
+    }
+}
+
 /// Makes `span` (a request's root span) continue the caller's trace when the request carries a
 /// valid W3C `traceparent` and spans are exported.
 pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
@@ -105,14 +115,15 @@ pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
 }
 
 /// The trace id a request's log rows store (32 lowercase hex digits): the exported span's trace
-/// (continued from `traceparent` or new), else, when nothing is exported, the caller's
-/// `traceparent` trace id, so rows can still be joined with the caller's traces.
+/// (continued from `traceparent` or new) when it is sampled, else the caller's `traceparent`
+/// trace id, so rows can still be joined with the caller's traces.
 pub fn trace_id(headers: &HeaderMap) -> Option<String> {
     if exporting_traces() {
         let context = tracing::Span::current().context();
         let span = context.span();
         let ids = span.span_context();
-        if ids.is_valid() {
+        // An unsampled trace is never exported: a row naming it would lead nowhere.
+        if ids.is_valid() && ids.is_sampled() {
             return Some(ids.trace_id().to_string());
         }
     }
@@ -154,7 +165,12 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
     (
         "predictions_total",
         MetricKind::Counter,
-        "Prediction rows submitted to the log, by status (ok, rejected, failed).",
+        "Prediction rows answered, by status: ok, rejected, failed (logged), unlogged (the log refused them: SERVICE_UNAVAILABLE).",
+    ),
+    (
+        "graphql_errors_total",
+        MetricKind::Counter,
+        "GraphQL errors returned, by extensions.code (GraphQL answers errors with HTTP 200).",
     ),
     ("service_ready", MetricKind::Gauge, "1 when the last readiness check passed, else 0."),
     ("prediction_log_rows_written_total", MetricKind::Counter, "Rows committed to prediction_log by the writer."),
@@ -249,6 +265,9 @@ const ZERO_AT_START: &[(&str, &[(&str, &str)])] = &[
     ("predictions_total", &[("status", "ok")]),
     ("predictions_total", &[("status", "rejected")]),
     ("predictions_total", &[("status", "failed")]),
+    ("predictions_total", &[("status", "unlogged")]),
+    ("graphql_errors_total", &[("code", "INTERNAL_SERVER_ERROR")]),
+    ("graphql_errors_total", &[("code", "SERVICE_UNAVAILABLE")]),
     ("prediction_log_rows_written_total", &[]),
     ("prediction_log_rows_spooled_total", &[]),
     ("prediction_log_rows_drained_total", &[]),
@@ -307,6 +326,18 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         }
         for &(name, labels) in ZERO_AT_START {
             metrics::counter!(name, labels).increment(0);
+        }
+        // Histogram samples are buffered until drained; `/metrics` drains them, and so does this
+        // thread, so memory stays bounded when nothing scrapes.
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        });
+        if let Err(err) = spawned {
+            tracing::error!(error = %err, "cannot start the metrics upkeep thread; histograms grow until scraped");
         }
         handle
     })

@@ -49,8 +49,19 @@ fn finish(mut response: Response) -> Response {
         // Resolver errors all carry a code; what is left are request-shape problems raised by
         // async-graphql outside parse/validation (unknown operation name, missing variable).
         .map(|err| with_default_code(err, codes::GRAPHQL_VALIDATION_FAILED))
+        .inspect(count_error)
         .collect();
     response
+}
+
+/// `graphql_errors_total{code}`: GraphQL answers errors with HTTP 200, so this, not the status
+/// code, is how an alert sees the service failing. The label takes only the documented codes.
+fn count_error(err: &ServerError) {
+    let code = err.extensions.as_ref().and_then(|ext| match ext.get("code") {
+        Some(async_graphql::Value::String(code)) => codes::ALL.iter().find(|c| **c == code.as_str()).copied(),
+        _ => None,
+    });
+    metrics::counter!("graphql_errors_total", "code" => code.unwrap_or("OTHER")).increment(1);
 }
 
 #[async_graphql::async_trait::async_trait]

@@ -17,6 +17,7 @@ pub async fn record(req: axum::extract::Request, next: axum::middleware::Next) -
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    crate::telemetry::name_request_span(req.method(), &route);
     let started = std::time::Instant::now();
     let _in_flight = InFlight::enter();
     let response = next.run(req).await;

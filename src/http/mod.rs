@@ -64,10 +64,10 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
             .map_request(drop_unusable_request_id)
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuidV7))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                // Named `METHOD /route` once the route is matched (`metrics::record`).
                 let span = tracing::info_span!(
                     "http",
                     otel.kind = "server",
-                    otel.name = %format_args!("{} {}", req.method(), req.uri().path()),
                     method = %req.method(),
                     path = %req.uri().path(),
                     request_id = %header_str(req.headers(), "x-request-id").unwrap_or_default(),

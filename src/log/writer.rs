@@ -219,7 +219,14 @@ impl LogWriter {
             // Benchmark-only build (see Cargo.toml): measure the service without the log.
             return Ok(());
         }
-        count_statuses(&records);
+        let counts = StatusCounts::of(&records);
+        let result = self.enqueue(records).await;
+        counts.publish(result.is_ok());
+        result
+    }
+
+    /// Queues `records` and, in durable mode, waits for their commit (or spool).
+    async fn enqueue(&self, records: Vec<PredictionRecord>) -> Result<(), LogError> {
         let inner = &self.inner;
         let n = records.len();
         let permits = u32::try_from(n).ok().filter(|_| n <= inner.capacity);
@@ -274,21 +281,32 @@ impl LogWriter {
     }
 }
 
-/// Adds `records` to `predictions_total`, by status (counted once per status, not per row).
-fn count_statuses(records: &[PredictionRecord]) {
-    let mut counts = [0_u64; 3];
-    for r in records {
-        counts[match r.status {
-            PredictionStatus::Ok => 0,
-            PredictionStatus::Rejected => 1,
-            PredictionStatus::Failed => 2,
-        }] += 1;
+/// A submission's rows by status, for `predictions_total`.
+struct StatusCounts([u64; 3]);
+
+impl StatusCounts {
+    const STATUSES: [PredictionStatus; 3] =
+        [PredictionStatus::Ok, PredictionStatus::Rejected, PredictionStatus::Failed];
+
+    fn of(records: &[PredictionRecord]) -> Self {
+        let mut counts = [0_u64; 3];
+        for r in records {
+            counts[Self::STATUSES.iter().position(|&s| s == r.status).unwrap_or(2)] += 1;
+        }
+        Self(counts)
     }
-    for (status, n) in
-        [PredictionStatus::Ok, PredictionStatus::Rejected, PredictionStatus::Failed].into_iter().zip(counts)
-    {
-        if n > 0 {
-            metrics::counter!("predictions_total", "status" => status.as_str()).increment(n);
+
+    /// Logged rows count under their status; rows the log refused (the request was answered
+    /// `SERVICE_UNAVAILABLE`) under `unlogged`, whatever their status would have been.
+    fn publish(&self, logged: bool) {
+        if !logged {
+            metrics::counter!("predictions_total", "status" => "unlogged").increment(self.0.iter().sum());
+            return;
+        }
+        for (status, &n) in Self::STATUSES.iter().zip(&self.0) {
+            if n > 0 {
+                metrics::counter!("predictions_total", "status" => status.as_str()).increment(n);
+            }
         }
     }
 }

@@ -157,8 +157,15 @@ async fn nginx_in_front_of_three_replicas_logs_once_fans_out_subscriptions_and_r
         .unwrap();
     assert_eq!(rest_rows, 1);
 
-    // One replica killed: nginx sends every request to the others; none fails.
+    // One replica killed: nginx sends every request to the others; none fails. (A request sent
+    // while the process is still dying would get a 502, as it would from any proxy: wait until
+    // its port refuses connections.)
     cluster.kill_replica(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(cluster.replicas[0]).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the killed replica still accepts connections");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut after = Vec::new();
     for i in 0..30 {
         after
