@@ -74,6 +74,8 @@ pub enum Route {
     Graphql,
     /// The seed-compatible `POST /prever_precos/`.
     RestPreverPrecos,
+    /// The Open Inference Protocol's `POST /v2/models/{name}[/versions/{version}]/infer`.
+    Inference,
 }
 
 impl Route {
@@ -82,6 +84,7 @@ impl Route {
         match self {
             Route::Graphql => "graphql",
             Route::RestPreverPrecos => "rest:/prever_precos/",
+            Route::Inference => "v2:infer",
         }
     }
 
@@ -90,6 +93,8 @@ impl Route {
         match self {
             Route::Graphql => format!("{}.{}", item.graphql_prefix(), feature.name()),
             Route::RestPreverPrecos => feature.rest_name().to_owned(),
+            // The input tensor and the row: `squareFeet[2]`.
+            Route::Inference => format!("{}[{}]", feature.name(), item.index().unwrap_or_default()),
         }
     }
 }

@@ -26,6 +26,21 @@ const READY_DB_TIMEOUT: Duration = Duration::from_millis(500);
 /// segments cannot be read; `models` which set this replica serves and whether it is the set in
 /// force across replicas.
 pub async fn ready(State(s): State<HttpState>) -> Response {
+    let readiness = check(&s).await;
+    let status = if readiness.serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(readiness.body)).into_response()
+}
+
+/// What a readiness check found.
+pub struct Readiness {
+    /// Whether the replica can answer durably (the status of `/health/ready`).
+    pub serving: bool,
+    /// The body of `/health/ready`.
+    pub body: serde_json::Value,
+}
+
+/// The readiness check behind `/health/ready` and the inference protocol's `/v2/health/ready`.
+pub async fn check(s: &HttpState) -> Readiness {
     let check = tokio::time::timeout(READY_DB_TIMEOUT, db::pending_migrations(&s.app.pool)).await;
     let (database, migrations) = match check {
         Ok(Ok(pending)) if pending.is_empty() => ("ok".to_owned(), "ok".to_owned()),
@@ -41,7 +56,6 @@ pub async fn ready(State(s): State<HttpState>) -> Response {
     let sync = s.app.model_sync.get();
     let log = s.app.log.status();
     let serving = if database == "ok" { migrations == "ok" } else { log.can_spool };
-    let status = if serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     metrics::gauge!("service_ready").set(if serving { 1.0 } else { 0.0 });
     let backlog = &log.backlog;
     let body = json!({
@@ -73,5 +87,5 @@ pub async fn ready(State(s): State<HttpState>) -> Response {
             "unreadableSegments": backlog.unreadable_segments,
         },
     });
-    (status, Json(body)).into_response()
+    Readiness { serving, body }
 }

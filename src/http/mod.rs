@@ -7,6 +7,7 @@ pub mod assets;
 pub mod graphql;
 pub mod guard;
 pub mod health;
+pub mod inference;
 pub mod metrics;
 pub mod request;
 pub mod rest;
@@ -39,6 +40,11 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
         .route("/ws", get(websocket::websocket))
         .route("/prever_precos/", post(rest::prever_precos))
         .route("/prever_precos", post(rest::prever_precos))
+        .route("/v2", get(inference::server_metadata))
+        .route("/v2/models/{name}", get(inference::model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(inference::model_version_metadata))
+        .route("/v2/models/{name}/infer", post(inference::infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(inference::infer_version))
         .route_layer(axum::middleware::from_fn_with_state(http_state.clone(), guard::guard));
     let router = api
         .route("/", get(assets::index))
@@ -46,6 +52,11 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
         .route("/assets/{file}", get(assets::asset))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        // The inference protocol's probes, like /health/*, need no key.
+        .route("/v2/health/live", get(inference::server_live))
+        .route("/v2/health/ready", get(inference::server_ready))
+        .route("/v2/models/{name}/ready", get(inference::model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(inference::model_version_ready))
         .route("/metrics", get(metrics::metrics))
         // Runs after routing (a Router layer wraps each route), so the route label is the
         // matched path; outside the body limit, so a 413 is counted too.
