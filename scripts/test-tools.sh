@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the browser, audit and client-example tests need, beyond the web build:
 # - Debian's chromium (driven by playwright-core from web/package-lock.json; no browser download),
-# - a Python venv at target/py-venv with examples/python/requirements.txt (gql),
+# - a Python venv at target/py-venv with examples/python/requirements.txt (gql) and
+#   inference-requirements.txt (tritonclient, kserve), tests/requirements.txt (schemathesis,
+#   openapi-spec-validator),
 # - the TypeScript example's npm packages (examples/typescript/package-lock.json),
 # - the deployment checks: hadolint and kubernetes-validate (deploy/requirements.txt, same venv),
 #   kubectl (for `kubectl kustomize`), and promtool and nginx (scripts/deploy-tools.sh).
@@ -24,11 +26,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   mkdir -p target
   python3 -m venv "$VENV"
 fi
-if [ ! -f "$VENV/.installed" ] || [ examples/python/requirements.txt -nt "$VENV/.installed" ] \
-  || [ deploy/requirements.txt -nt "$VENV/.installed" ]; then
-  log "installing examples/python/requirements.txt and deploy/requirements.txt"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    -r examples/python/requirements.txt -r deploy/requirements.txt >&2
+# One resolution for every requirements file, so their pins cannot disagree unnoticed.
+REQUIREMENTS=(examples/python/requirements.txt examples/python/inference-requirements.txt
+  deploy/requirements.txt tests/requirements.txt)
+stale=0
+for r in "${REQUIREMENTS[@]}"; do [ "$r" -nt "$VENV/.installed" ] && stale=1; done
+if [ ! -f "$VENV/.installed" ] || [ $stale = 1 ]; then
+  log "installing ${REQUIREMENTS[*]}"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${REQUIREMENTS[@]/#/-r}" >&2
   touch "$VENV/.installed"
 fi
 

@@ -140,7 +140,9 @@ pub async fn model_version_metadata(
 
 fn readiness(s: &HttpState, name: &str, version: Option<&str>) -> Response {
     match model(s, name, version) {
-        Ok(model) => Json(json!({ "name": model.card.name, "version": model.card.version, "ready": true })).into_response(),
+        Ok(model) => {
+            Json(json!({ "name": model.card.name, "version": model.card.version, "ready": true })).into_response()
+        }
         Err(response) => response,
     }
 }
@@ -326,7 +328,11 @@ fn parse_rows(body: &[u8], request: &Value, max_rows: usize) -> Result<Vec<Row>,
             Some(n) if n != data.len() => {
                 return Err(AppError::invalid(
                     "inputs",
-                    format!("input {:?} has {} rows, the first input {n}: every input needs one value per row", feature.name(), data.len()),
+                    format!(
+                        "input {:?} has {} rows, the first input {n}: every input needs one value per row",
+                        feature.name(),
+                        data.len()
+                    ),
                 ));
             }
             Some(_) => {}
@@ -335,7 +341,10 @@ fn parse_rows(body: &[u8], request: &Value, max_rows: usize) -> Result<Vec<Row>,
     }
     let n = rows.unwrap_or_default();
     if n == 0 || n > max_rows {
-        return Err(AppError::invalid("inputs", format!("must have between 1 and {max_rows} rows (MAX_BATCH_SIZE), got {n}")));
+        return Err(AppError::invalid(
+            "inputs",
+            format!("must have between 1 and {max_rows} rows (MAX_BATCH_SIZE), got {n}"),
+        ));
     }
     for required in Feature::ALL.into_iter().filter(|f| f.def().required) {
         if !columns.iter().any(|(f, _)| *f == required) {
@@ -352,9 +361,8 @@ fn parse_rows(body: &[u8], request: &Value, max_rows: usize) -> Result<Vec<Row>,
                 raw.insert(feature.name().to_owned(), value.clone());
                 let field = || format!("{}[{row}]", feature.name());
                 let parsed = feature_value(*feature, value).map_err(|message| AppError::invalid(field(), message));
-                let set = parsed.and_then(|v| {
-                    house.set(*feature, v).map_err(|e| AppError::invalid(field(), e.message))
-                });
+                let set =
+                    parsed.and_then(|v| house.set(*feature, v).map_err(|e| AppError::invalid(field(), e.message)));
                 if let (Err(err), None) = (set, &problem) {
                     problem = Some(err);
                 }
@@ -373,7 +381,10 @@ fn parse_rows(body: &[u8], request: &Value, max_rows: usize) -> Result<Vec<Row>,
 
 /// A tensor's feature and its values, one per row (`shape` `[n]` or `[n, 1]`).
 fn tensor_column(tensor: &Value) -> Result<(Feature, Vec<Value>), AppError> {
-    let name = tensor.get("name").and_then(Value::as_str).ok_or_else(|| AppError::invalid("inputs", "every input needs a \"name\""))?;
+    let name = tensor
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AppError::invalid("inputs", "every input needs a \"name\""))?;
     let feature = Feature::from_name(name).ok_or_else(|| {
         let known: Vec<&str> = Feature::ALL.iter().map(|f| f.name()).collect();
         AppError::invalid("inputs", format!("unknown input {name:?}; inputs: {}", known.join(", ")))

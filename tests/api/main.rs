@@ -8,6 +8,7 @@ mod deploy;
 mod durability;
 mod faults;
 mod history;
+mod inference;
 mod limits;
 mod models;
 mod monitoring;

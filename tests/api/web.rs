@@ -28,7 +28,7 @@ fn screenshot(name: &str) -> PathBuf {
 /// Runs a program that prints one JSON object as its last stdout line; panics with its output
 /// unless it exits 0. Returns that object. Asynchronously: the server under test runs on this
 /// test's (single-threaded) runtime and must keep answering while the program talks to it.
-async fn run_json(command: Command) -> Value {
+pub(crate) async fn run_json(command: Command) -> Value {
     let (value, ok, shown) = run_json_any(command).await;
     assert!(ok, "{shown} failed: {value:#}");
     value
