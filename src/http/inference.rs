@@ -77,22 +77,20 @@ pub async fn server_ready(State(s): State<HttpState>) -> Response {
     (status, Json(json!({ "ready": ready }))).into_response()
 }
 
-/// The model `name` (highest version) or `name@version`, or a 404.
-fn model(s: &HttpState, name: &str, version: Option<&str>) -> Result<std::sync::Arc<LoadedModel>, Response> {
+/// The model `name` (highest version) or `name@version`, or why there is none (a 404).
+fn model(s: &HttpState, name: &str, version: Option<&str>) -> Result<std::sync::Arc<LoadedModel>, String> {
     let spec = version.map_or_else(|| name.to_owned(), |v| format!("{name}@{v}"));
     let set = s.app.models.snapshot();
-    set.find(&spec).ok_or_else(|| {
-        error(StatusCode::NOT_FOUND, format!("model {spec:?} not found; loaded: {}", set.ids().join(", ")))
-    })
+    set.find(&spec).ok_or_else(|| format!("model {spec:?} not found; loaded: {}", set.ids().join(", ")))
 }
 
 fn metadata(s: &HttpState, caller: Option<Extension<Caller>>, name: &str, version: Option<&str>) -> Response {
     if let Err(err) = allowed(s, caller, None) {
-        return err;
+        return app_error(err);
     }
     let model = match model(s, name, version) {
         Ok(model) => model,
-        Err(response) => return response,
+        Err(missing) => return error(StatusCode::NOT_FOUND, missing),
     };
     let set = s.app.models.snapshot();
     let versions: Vec<&str> =
@@ -143,7 +141,7 @@ fn readiness(s: &HttpState, name: &str, version: Option<&str>) -> Response {
         Ok(model) => {
             Json(json!({ "name": model.card.name, "version": model.card.version, "ready": true })).into_response()
         }
-        Err(response) => response,
+        Err(missing) => error(StatusCode::NOT_FOUND, missing),
     }
 }
 
@@ -160,12 +158,10 @@ pub async fn model_version_ready(
     readiness(&s, &name, Some(&version))
 }
 
-fn allowed(s: &HttpState, caller: Option<Extension<Caller>>, scope: Option<Scope>) -> Result<Caller, Response> {
+fn allowed(s: &HttpState, caller: Option<Extension<Caller>>, scope: Option<Scope>) -> Result<Caller, AppError> {
     let caller = caller.map(|c| c.0).unwrap_or_default();
-    match caller.require(s.app.config.access.access, scope, s.app.keys.is_empty()) {
-        Ok(_) => Ok(caller),
-        Err(err) => Err(app_error(err)),
-    }
+    caller.require(s.app.config.access.access, scope, s.app.keys.is_empty())?;
+    Ok(caller)
 }
 
 /// `POST /v2/models/{name}/infer`.
@@ -207,7 +203,7 @@ async fn run_infer(
     };
     let caller = match allowed(&s, caller, Some(Scope::Predict)) {
         Ok(caller) => caller,
-        Err(response) => return response,
+        Err(err) => return app_error(err),
     };
     if headers.contains_key("inference-header-content-length") {
         return error(
