@@ -12,6 +12,8 @@ use super::state::HttpState;
 use crate::db;
 
 /// Always OK while the process serves HTTP.
+#[utoipa::path(get, path = "/health/live", tag = "health", summary = "Liveness: the process answers",
+    responses((status = 200, description = "Always, while the process runs", body = super::openapi::Live)))]
 pub async fn live() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
@@ -25,6 +27,12 @@ const READY_DB_TIMEOUT: Duration = Duration::from_millis(500);
 /// `log` says whether rows are being spooled, what waits for the drain, and how many spool
 /// segments cannot be read; `models` which set this replica serves and whether it is the set in
 /// force across replicas.
+#[utoipa::path(get, path = "/health/ready", tag = "health", summary = "Readiness: the service can answer durably",
+    description = "`status` ok, degraded (database away, the spool takes the rows) or unavailable; `checks`, `models`, `log` say why (README Operations).",
+    responses(
+        (status = 200, description = "Ready (ok or degraded)", body = Object),
+        (status = 503, description = "Unavailable", body = Object)
+    ))]
 pub async fn ready(State(s): State<HttpState>) -> Response {
     let readiness = check(&s).await;
     let status = if readiness.serving { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

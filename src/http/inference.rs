@@ -17,6 +17,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+#[allow(unused_imports)] // the schemas the annotations name
+use super::openapi::{
+    InferenceRequest, InferenceResponse, ModelMetadata, ModelReady, ProtocolError, ServerLive, ServerMetadata,
+    ServerReady,
+};
 use super::request::{body_refusal, request_meta};
 use super::state::HttpState;
 use crate::auth::{Caller, Scope};
@@ -61,16 +66,24 @@ fn datatype(feature: Feature) -> &'static str {
 }
 
 /// `GET /v2`: server metadata.
+#[utoipa::path(get, path = "/v2", tag = "inference", summary = "Server metadata",
+    responses((status = 200, description = "Name and version", body = ServerMetadata), (status = 401, description = "A key is required (ACCESS=keys) or the one sent is not valid", body = ProtocolError),
+        (status = 403, description = "The key lacks the scope", body = ProtocolError),
+        (status = 429, description = "Rate limited (Retry-After)")))]
 pub async fn server_metadata() -> Json<Value> {
     Json(json!({ "name": "house-price-api", "version": env!("CARGO_PKG_VERSION"), "extensions": [] }))
 }
 
 /// `GET /v2/health/live`.
+#[utoipa::path(get, path = "/v2/health/live", tag = "inference", summary = "Server liveness",
+    responses((status = 200, description = "Live", body = ServerLive)))]
 pub async fn server_live() -> Json<Value> {
     Json(json!({ "live": true }))
 }
 
 /// `GET /v2/health/ready`: 200 when `/health/ready` would be, else 503.
+#[utoipa::path(get, path = "/v2/health/ready", tag = "inference", summary = "Server readiness",
+    responses((status = 200, description = "Ready", body = ServerReady), (status = 503, description = "Not ready", body = ServerReady)))]
 pub async fn server_ready(State(s): State<HttpState>) -> Response {
     let ready = super::health::check(&s).await.serving;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -119,6 +132,11 @@ fn metadata(s: &HttpState, caller: Option<Extension<Caller>>, name: &str, versio
 }
 
 /// `GET /v2/models/{name}`: the highest version's inputs (one per feature of its card) and outputs.
+#[utoipa::path(get, path = "/v2/models/{name}", tag = "inference", summary = "Model metadata (highest version)",
+    params(("name" = String, Path, description = "Model name", example = "price-blend")),
+    responses((status = 200, description = "Inputs and outputs", body = ModelMetadata), (status = 404, description = "No such model or version", body = ProtocolError), (status = 401, description = "A key is required (ACCESS=keys) or the one sent is not valid", body = ProtocolError),
+        (status = 403, description = "The key lacks the scope", body = ProtocolError),
+        (status = 429, description = "Rate limited (Retry-After)")))]
 pub async fn model_metadata(
     State(s): State<HttpState>,
     caller: Option<Extension<Caller>>,
@@ -128,6 +146,11 @@ pub async fn model_metadata(
 }
 
 /// `GET /v2/models/{name}/versions/{version}`.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = "inference", summary = "Model metadata of one version",
+    params(("name" = String, Path, description = "Model name", example = "price-blend"), ("version" = String, Path, description = "Model version", example = "1.0.0")),
+    responses((status = 200, description = "Inputs and outputs", body = ModelMetadata), (status = 404, description = "No such model or version", body = ProtocolError), (status = 401, description = "A key is required (ACCESS=keys) or the one sent is not valid", body = ProtocolError),
+        (status = 403, description = "The key lacks the scope", body = ProtocolError),
+        (status = 429, description = "Rate limited (Retry-After)")))]
 pub async fn model_version_metadata(
     State(s): State<HttpState>,
     caller: Option<Extension<Caller>>,
@@ -146,11 +169,17 @@ fn readiness(s: &HttpState, name: &str, version: Option<&str>) -> Response {
 }
 
 /// `GET /v2/models/{name}/ready`: 200 when the model is loaded, else 404.
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "inference", summary = "Model readiness",
+    params(("name" = String, Path, description = "Model name", example = "price-blend")),
+    responses((status = 200, description = "Loaded", body = ModelReady), (status = 404, description = "No such model or version", body = ProtocolError)))]
 pub async fn model_ready(State(s): State<HttpState>, Path(name): Path<String>) -> Response {
     readiness(&s, &name, None)
 }
 
 /// `GET /v2/models/{name}/versions/{version}/ready`.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = "inference", summary = "Model version readiness",
+    params(("name" = String, Path, description = "Model name", example = "price-blend"), ("version" = String, Path, description = "Model version", example = "1.0.0")),
+    responses((status = 200, description = "Loaded", body = ModelReady), (status = 404, description = "No such model or version", body = ProtocolError)))]
 pub async fn model_version_ready(
     State(s): State<HttpState>,
     Path((name, version)): Path<(String, String)>,
@@ -165,6 +194,19 @@ fn allowed(s: &HttpState, caller: Option<Extension<Caller>>, scope: Option<Scope
 }
 
 /// `POST /v2/models/{name}/infer`.
+#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "inference", summary = "Price houses (highest version)",
+    description = "One tensor per feature, one row per house (at most MAX_BATCH_SIZE). JSON tensors only. Every row is logged (route `v2:infer`); one invalid row refuses the request.",
+    params(("name" = String, Path, description = "Model name", example = "price-blend")),
+    request_body = InferenceRequest,
+    responses((status = 200, description = "One value per row in each output", body = InferenceResponse),
+        (status = 400, description = "Malformed request or an invalid row (the whole request is refused)", body = ProtocolError),
+        (status = 404, description = "No such model or version", body = ProtocolError),
+        (status = 401, description = "A key is required (ACCESS=keys) or the one sent is not valid", body = ProtocolError),
+        (status = 403, description = "The key lacks the scope", body = ProtocolError),
+        (status = 429, description = "Rate limited (Retry-After)"),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = ProtocolError),
+        (status = 503, description = "The prediction log cannot take the rows", body = ProtocolError),
+        (status = 504, description = "Over REQUEST_TIMEOUT_MS", body = ProtocolError)))]
 pub async fn infer(
     State(s): State<HttpState>,
     caller: Option<Extension<Caller>>,
@@ -176,6 +218,18 @@ pub async fn infer(
 }
 
 /// `POST /v2/models/{name}/versions/{version}/infer`.
+#[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/infer", tag = "inference", summary = "Price houses with one version",
+    params(("name" = String, Path, description = "Model name", example = "price-blend"), ("version" = String, Path, description = "Model version", example = "1.0.0")),
+    request_body = InferenceRequest,
+    responses((status = 200, description = "One value per row in each output", body = InferenceResponse),
+        (status = 400, description = "Malformed request or an invalid row (the whole request is refused)", body = ProtocolError),
+        (status = 404, description = "No such model or version", body = ProtocolError),
+        (status = 401, description = "A key is required (ACCESS=keys) or the one sent is not valid", body = ProtocolError),
+        (status = 403, description = "The key lacks the scope", body = ProtocolError),
+        (status = 429, description = "Rate limited (Retry-After)"),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = ProtocolError),
+        (status = 503, description = "The prediction log cannot take the rows", body = ProtocolError),
+        (status = 504, description = "Over REQUEST_TIMEOUT_MS", body = ProtocolError)))]
 pub async fn infer_version(
     State(s): State<HttpState>,
     caller: Option<Extension<Caller>>,

@@ -6,6 +6,8 @@ use axum::response::IntoResponse;
 use crate::telemetry;
 
 /// The current metrics.
+#[utoipa::path(get, path = "/metrics", tag = "health", summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text exposition (README Operations lists the families)", body = String, content_type = "text/plain")))]
 pub async fn metrics() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], telemetry::metrics_handle().render())
 }

@@ -9,6 +9,7 @@ pub mod guard;
 pub mod health;
 pub mod inference;
 pub mod metrics;
+pub mod openapi;
 pub mod request;
 pub mod rest;
 pub mod state;
@@ -17,11 +18,15 @@ pub mod websocket;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, Request, header};
-use axum::routing::{get, post};
+use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::request::{MakeRequestUuidV7, drop_unusable_request_id, header_str};
 use self::state::HttpState;
@@ -34,30 +39,42 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let limits = std::sync::Arc::new(guard::RateLimits::new(&state.config.access));
     let http_state = HttpState { schema, app: state, limits };
-    // The API routes, behind the key check and the rate limits; pages, health and metrics are not.
+    // The REST routes, each registered from its `#[utoipa::path]` annotation, which also makes
+    // its entry in the OpenAPI document (`openapi.rs`): the two cannot disagree.
+    let (guarded_rest, guarded_doc) = OpenApiRouter::<HttpState>::new()
+        .routes(routes!(rest::prever_precos))
+        .routes(routes!(rest::prever_precos_no_slash))
+        .routes(routes!(inference::server_metadata))
+        .routes(routes!(inference::model_metadata))
+        .routes(routes!(inference::model_version_metadata))
+        .routes(routes!(inference::infer))
+        .routes(routes!(inference::infer_version))
+        .split_for_parts();
+    // Probes and metrics, like the pages, need no key.
+    let (open_rest, open_doc) = OpenApiRouter::<HttpState>::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(inference::server_live))
+        .routes(routes!(inference::server_ready))
+        .routes(routes!(inference::model_ready))
+        .routes(routes!(inference::model_version_ready))
+        .split_for_parts();
+    let mut document = open_doc;
+    document.merge(guarded_doc);
+    let document: std::sync::Arc<str> = document.to_json().unwrap_or_default().into();
+    // The API routes, behind the key check and the rate limits.
     let api = Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/ws", get(websocket::websocket))
-        .route("/prever_precos/", post(rest::prever_precos))
-        .route("/prever_precos", post(rest::prever_precos))
-        .route("/v2", get(inference::server_metadata))
-        .route("/v2/models/{name}", get(inference::model_metadata))
-        .route("/v2/models/{name}/versions/{version}", get(inference::model_version_metadata))
-        .route("/v2/models/{name}/infer", post(inference::infer))
-        .route("/v2/models/{name}/versions/{version}/infer", post(inference::infer_version))
+        .merge(guarded_rest)
         .route_layer(axum::middleware::from_fn_with_state(http_state.clone(), guard::guard));
     let router = api
+        .merge(open_rest)
         .route("/", get(assets::index))
         .route("/dashboard", get(assets::dashboard))
         .route("/assets/{file}", get(assets::asset))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        // The inference protocol's probes, like /health/*, need no key.
-        .route("/v2/health/live", get(inference::server_live))
-        .route("/v2/health/ready", get(inference::server_ready))
-        .route("/v2/models/{name}/ready", get(inference::model_ready))
-        .route("/v2/models/{name}/versions/{version}/ready", get(inference::model_version_ready))
-        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(move || openapi_json(document.clone())))
         // Runs after routing (a Router layer wraps each route), so the route label is the
         // matched path; outside the body limit, so a 413 is counted too.
         .layer(axum::middleware::from_fn(metrics::record))
@@ -88,6 +105,12 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
             }))
             .layer(PropagateRequestIdLayer::x_request_id()),
     )
+}
+
+/// `GET /openapi.json`: the OpenAPI document, built once with the router.
+async fn openapi_json(document: std::sync::Arc<str>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(header::CONTENT_TYPE, "application/json")], document.to_string()).into_response()
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {

@@ -9,6 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+#[allow(unused_imports)] // the schemas the annotations name
+use super::openapi::{SeedError, SeedRequest, SeedResponse};
 use super::request::{body_refusal, request_meta};
 use super::state::HttpState;
 use crate::auth::{Caller, Scope};
@@ -18,6 +20,20 @@ use crate::service::{ItemPath, PredictionItem, Route};
 
 /// `POST /prever_precos/`: the seed service's contract, `{"square_feet", "num_bedrooms",
 /// "num_bathrooms"}` → `{"previsao": [price]}`, with FastAPI-shaped 422 errors.
+#[utoipa::path(post, path = "/prever_precos/", tag = "seed",
+    summary = "Price a house (the seed service's route)",
+    description = "The three inputs of the seed service; the answer is the price in USD, alone in a list. Logged as route `rest:/prever_precos/`.",
+    request_body = SeedRequest,
+    responses(
+        (status = 200, description = "The price", body = SeedResponse),
+        (status = 422, description = "Invalid body: FastAPI's shape (`detail` lists the fields), code BAD_USER_INPUT", body = SeedError),
+        (status = 401, description = "A key is required (ACCESS=keys) or the one sent is not valid", body = SeedError),
+        (status = 403, description = "The key lacks the predict scope", body = SeedError),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = SeedError),
+        (status = 429, description = "Rate limited (Retry-After)"),
+        (status = 503, description = "The prediction log cannot take the row (SERVICE_UNAVAILABLE)", body = SeedError),
+        (status = 504, description = "Over REQUEST_TIMEOUT_MS", body = SeedError)
+    ))]
 pub async fn prever_precos(
     State(s): State<HttpState>,
     caller: Option<Extension<Caller>>,
@@ -59,6 +75,29 @@ pub async fn prever_precos(
         Ok(priced) => Json(json!({ "previsao": [priced.price] })).into_response(),
         Err(err) => rest_error(err),
     }
+}
+
+/// `POST /prever_precos`: the same route without the trailing slash (FastAPI redirected it).
+#[utoipa::path(post, path = "/prever_precos", tag = "seed",
+    summary = "Price a house (the seed's route, without the trailing slash)",
+    request_body = SeedRequest,
+    responses(
+        (status = 200, description = "The price", body = SeedResponse),
+        (status = 422, description = "Invalid body: FastAPI's shape (`detail` lists the fields), code BAD_USER_INPUT", body = SeedError),
+        (status = 401, description = "A key is required (ACCESS=keys) or the one sent is not valid", body = SeedError),
+        (status = 403, description = "The key lacks the predict scope", body = SeedError),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = SeedError),
+        (status = 429, description = "Rate limited (Retry-After)"),
+        (status = 503, description = "The prediction log cannot take the row (SERVICE_UNAVAILABLE)", body = SeedError),
+        (status = 504, description = "Over REQUEST_TIMEOUT_MS", body = SeedError)
+    ))]
+pub async fn prever_precos_no_slash(
+    state: State<HttpState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    prever_precos(state, caller, headers, body).await
 }
 
 /// Reads the seed body like pydantic does: numbers for the floats, integral numbers for the int,

@@ -12,6 +12,7 @@ mod inference;
 mod limits;
 mod models;
 mod monitoring;
+mod openapi;
 mod ops;
 mod partitions;
 mod predict;
