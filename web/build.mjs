@@ -1,6 +1,6 @@
 // Builds the web front end into web/dist (see README section in package.json scripts).
 //   node build.mjs
-// Output: dist/assets/<name>-<hash>.{js,css}, dist/{index,graphiql,dashboard}.html, dist/manifest.json
+// Output: dist/assets/<name>-<hash>.{js,css}, dist/{index,graphiql,dashboard,docs,redoc}.html, dist/manifest.json
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
 import { readFile, writeFile, rm, mkdir, readdir, stat } from 'node:fs/promises';
@@ -12,8 +12,8 @@ const src = path.join(root, 'src');
 const dist = path.join(root, 'dist');
 const assets = path.join(dist, 'assets');
 
-const entries = { graphiql: 'graphiql.jsx', dashboard: 'dashboard.js' };
-const pages = ['index', 'graphiql', 'dashboard'];
+const entries = { graphiql: 'graphiql.jsx', dashboard: 'dashboard.js', docs: 'docs.js', redoc: 'redoc.js' };
+const pages = ['index', 'graphiql', 'dashboard', 'docs', 'redoc'];
 
 await rm(dist, { recursive: true, force: true });
 await mkdir(assets, { recursive: true });
@@ -46,6 +46,23 @@ for (const [out, meta] of Object.entries(result.metafile.outputs)) {
   if (!name) continue;
   assetUrls[`${name}.js`] = '/assets/' + path.basename(out);
   if (meta.cssBundle) assetUrls[`${name}.css`] = '/assets/' + path.basename(meta.cssBundle);
+}
+
+// Prebuilt browser bundles that esbuild must not re-bundle (their UMD wrappers would take the
+// CommonJS branch), copied with a content hash like the rest.
+// `offline` replaces URLs a bundle would fetch at run time (ReDoc's "API docs by Redocly" logo
+// comes from its CDN) with an empty inline image: the pages never leave the machine.
+const copies = { 'redocbundle.js': 'node_modules/redoc/bundles/redoc.standalone.js' };
+const offline = { 'https://cdn.redoc.ly/redoc/logo-mini.svg': 'data:image/svg+xml,%3Csvg%20xmlns%3D%22http%3A%2F%2Fwww.w3.org%2F2000%2Fsvg%22%2F%3E' };
+for (const [key, file] of Object.entries(copies)) {
+  let text = await readFile(path.join(root, file), 'utf8');
+  for (const [url, local] of Object.entries(offline)) text = text.replaceAll(url, local);
+  if (/https:\/\/cdn\./.test(text)) throw new Error(`${file} still references a CDN`);
+  const buf = Buffer.from(text, 'utf8');
+  const hash = createHash('sha256').update(buf).digest('hex').slice(0, 8).toUpperCase();
+  const name = `${key.replace(/\.js$/, '')}-${hash}.js`;
+  await writeFile(path.join(assets, name), buf);
+  assetUrls[key] = '/assets/' + name;
 }
 
 // Render the HTML templates: {{name.js}} / {{name.css}} placeholders.

@@ -1,5 +1,6 @@
 //! The web pages — GraphiQL at `GET /graphql`, the monitoring dashboard at `/dashboard`, the
-//! landing page at `/` — and their scripts and styles under `/assets/`.
+//! REST docs at `/docs` (Swagger UI) and `/redoc`, the landing page at `/` — and their scripts
+//! and styles under `/assets/`.
 //!
 //! They are built from pinned npm packages by `make web` (`web/`: `npm ci`, then esbuild into
 //! `web/dist/`) and embedded into the binary at compile time, so one binary serves everything
@@ -77,6 +78,16 @@ pub async fn index() -> Response {
 /// `GET /dashboard`.
 pub async fn dashboard() -> Response {
     page("dashboard.html")
+}
+
+/// `GET /docs`: Swagger UI over `/openapi.json`.
+pub async fn docs() -> Response {
+    page("docs.html")
+}
+
+/// `GET /redoc`: ReDoc over `/openapi.json`.
+pub async fn redoc() -> Response {
+    page("redoc.html")
 }
 
 /// `GET /assets/{file}`.

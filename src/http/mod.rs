@@ -73,6 +73,8 @@ pub fn app(schema: AppSchema, state: AppState) -> Router {
         .merge(open_rest)
         .route("/", get(assets::index))
         .route("/dashboard", get(assets::dashboard))
+        .route("/docs", get(assets::docs))
+        .route("/redoc", get(assets::redoc))
         .route("/assets/{file}", get(assets::asset))
         .route("/openapi.json", get(move || openapi_json(document.clone())))
         // Runs after routing (a Router layer wraps each route), so the route label is the

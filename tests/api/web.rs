@@ -405,3 +405,21 @@ async fn the_typescript_client_example_type_checks_and_runs_against_the_server(p
     let result = run_json(command).await;
     assert_client_did_everything(&result, app.expected_price(1500.0, 3, 2.0));
 }
+
+#[sqlx::test]
+async fn swagger_ui_tries_the_seed_route_and_redoc_renders_with_the_network_blocked(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let shot = screenshot("docs");
+    let result = node(&app, "docs.mjs", &[("SCREENSHOT", shot.to_str().unwrap())]).await;
+    assert_eq!(result["tryItOut"]["status"], "200", "{result:#}");
+    assert!(result["operations"].as_u64().unwrap() >= 14, "{result:#}");
+    // The price Swagger UI showed was logged, from the browser, through the seed route.
+    app.wait_durable().await;
+    let rows: i64 = sqlx::query_scalar(
+        "select count(*) from prediction_log where route = 'rest:/prever_precos/' and status = 'ok'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, 1);
+}
